@@ -1,0 +1,118 @@
+"""Every test, lint, docs, demo and benchmark session.
+
+``nox`` runs the default sessions (each package's tests in its own venv, plugins,
+integration, wheels, lint); ``nox -l`` lists them all. Every install goes through
+``constraints.txt`` so torch stays the pinned CPU build.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import nox
+
+ROOT = Path(__file__).parent
+CONSTRAINTS = ("-c", str(ROOT / "constraints.txt"))
+# Package directory -> the sibling directories it depends on (besides core).
+PACKAGES = {
+    "core": [],
+    "dist": [],
+    "quant": [],
+    "nlp": [],
+    "vision": [],
+    "moe": [],
+}
+PYTEST = ("pytest", "-q", "-p", "no:cacheprovider")
+
+nox.options.default_venv_backend = "venv"
+nox.options.reuse_existing_virtualenvs = False
+nox.options.sessions = ["tests", "plugins", "integration", "wheels", "lint", "demo"]
+
+
+def install(session: nox.Session, *args: str) -> None:
+    session.install(*CONSTRAINTS, *args)
+
+
+def editable(*dirs: str) -> list[str]:
+    args: list[str] = []
+    for d in dirs:
+        args += ["-e", str(ROOT / d)]
+    return args
+
+
+@nox.session
+@nox.parametrize("package", list(PACKAGES))
+def tests(session: nox.Session, package: str) -> None:
+    """One package's tests in a venv holding only it and its declared dependencies."""
+    dirs = ["packages/core", *(f"packages/{d}" for d in PACKAGES[package])]
+    if package != "core":
+        dirs.append(f"packages/{package}")
+    install(session, "pytest", *editable(*dirs))
+    session.run(*PYTEST, f"packages/{package}/tests", *session.posargs)
+
+
+@nox.session
+def plugins(session: nox.Session) -> None:
+    """Third-party-style plugins under plugins/, each installed as a real distribution,
+    and the plugin system's discovery tests (which build and install tiny plugins)."""
+    plugin_dirs = sorted(p for p in (ROOT / "plugins").iterdir() if (p / "pyproject.toml").exists())
+    install(session, "pytest", "hatchling", *editable("packages/core"))
+    for path in plugin_dirs:
+        install(session, "-e", str(path))
+    session.run(*PYTEST, "plugins", *session.posargs)
+
+
+@nox.session
+def integration(session: nox.Session) -> None:
+    """Tests that need several distributions at once."""
+    install(session, "pytest", *editable(*(f"packages/{p}" for p in PACKAGES)))
+    install(session, *editable("packages/framework"))
+    session.run(*PYTEST, "integration-tests", *session.posargs)
+
+
+@nox.session
+def wheels(session: nox.Session) -> None:
+    """Build every wheel, check the namespace rule, install them non-editable in a fresh
+    venv and run the smoke tests there."""
+    dist = Path(session.create_tmp()) / "wheels"
+    shutil.rmtree(dist, ignore_errors=True)
+    install(session, "hatchling", "pytest")
+    for package in [*PACKAGES, "framework"]:
+        session.run(
+            "pip", "wheel", "--no-deps", "--no-build-isolation", "--quiet", "-w", str(dist),
+            str(ROOT / "packages" / package),
+        )  # fmt: skip
+    session.run("python", str(ROOT / ".ci" / "check_wheels.py"), str(dist))
+    wheels_built = sorted(str(p) for p in dist.glob("*.whl"))
+    install(session, "--find-links", str(dist), *wheels_built)
+    # Run from a directory outside the repository so nothing resolves to the sources.
+    with session.chdir(session.create_tmp()):
+        session.run(*PYTEST, str(ROOT / "integration-tests" / "test_smoke.py"), *session.posargs)
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """ruff check and ruff format --check."""
+    session.install("ruff")
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+
+
+@nox.session
+def demo(session: nox.Session) -> None:
+    """The README's main job: the quickstart training run (then a resume)."""
+    install(session, *editable("packages/core[examples]"))
+    session.run("deepseek", "env")
+    out = Path(session.create_tmp()) / "quickstart"
+    shutil.rmtree(out, ignore_errors=True)
+    session.run("deepseek", "train", "examples/quickstart.yaml", "--set", f"output_dir={out}")
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """Every benchmark in benchmarks/ (long; not part of the default run)."""
+    install(session, *editable(*(f"packages/{p}" for p in PACKAGES)))
+    install(session, "packages/core[examples]")
+    for script in sorted((ROOT / "benchmarks").glob("bench_*.py")):
+        session.run("python", str(script), *session.posargs)

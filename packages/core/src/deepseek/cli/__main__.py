@@ -1,0 +1,5 @@
+import sys
+
+from deepseek.cli import main
+
+sys.exit(main())

@@ -1,0 +1,85 @@
+"""Every hook a DeepSeek plugin may implement.
+
+A plugin is a module (or any object) with functions decorated by
+``deepseek.plugins.hookimpl`` whose names match the specs below. A distribution makes
+it discoverable with an entry point in group ``deepseek``::
+
+    [project.entry-points.deepseek]
+    mybackend = "deepseek_mybackend.plugin"
+
+The registration hooks (``deepseek_backends`` ... ``deepseek_models``) return an
+iterable of records (or a single record); they are called once, the first time the
+matching registry is used, never on a training hot path.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Iterable
+
+import pluggy
+
+from deepseek.plugins.specs import (
+    AlgorithmSpec,
+    BackendSpec,
+    CallbackSpec,
+    ModelSpec,
+    PrecisionSpec,
+    StrategySpec,
+)
+
+PROJECT_NAME = "deepseek"
+
+hookspec = pluggy.HookspecMarker(PROJECT_NAME)
+hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
+
+
+@hookspec
+def deepseek_backends() -> Iterable[BackendSpec]:
+    """Device families (``cpu``, ``cuda``, ``rocm``, or a plugin's ``xpu``/simulator).
+
+    Called when ``deepseek.backends`` is first asked for a backend. Each record's factory
+    takes no arguments and returns a ``deepseek.backends.Backend``.
+    """
+
+
+@hookspec
+def deepseek_strategies() -> Iterable[StrategySpec]:
+    """Parallel strategies (``single``, ``ddp``, ``fsdp``, ...), looked up by the Trainer's
+    ``strategy=`` argument and the config's ``trainer.strategy``."""
+
+
+@hookspec
+def deepseek_precisions() -> Iterable[PrecisionSpec]:
+    """Precision plugins (``fp32``, ``fp16-mixed``, ``bf16-mixed``), looked up by the
+    Trainer's ``precision=`` argument."""
+
+
+@hookspec
+def deepseek_callbacks() -> Iterable[CallbackSpec]:
+    """Callbacks a config can name (``callbacks: [{name: model_checkpoint, ...}]``)."""
+
+
+@hookspec
+def deepseek_algorithms() -> Iterable[AlgorithmSpec]:
+    """Model transformations: quantization, pruning, distillation, ..."""
+
+
+@hookspec
+def deepseek_models() -> Iterable[ModelSpec]:
+    """Named models a config can build (``model: {name: resnet50}``)."""
+
+
+@hookspec
+def deepseek_cli(subparsers: argparse._SubParsersAction) -> None:
+    """Add subcommands to the ``deepseek`` command line.
+
+    Call ``subparsers.add_parser(name, help=...)`` and set ``func`` with
+    ``parser.set_defaults(func=callable)``; the callable receives the parsed
+    ``argparse.Namespace`` and returns an exit status (``int``) or ``None`` for 0.
+    """
+
+
+@hookspec
+def deepseek_env_report() -> Iterable[str]:
+    """Extra lines for ``deepseek env`` / ``check_env`` (a plugin's own diagnostics)."""

@@ -1,0 +1,834 @@
+"""The Trainer: the training loop, and nothing the loop does not need.
+
+It resolves names (backend, strategy, precision, callbacks) through the plugin
+registries once, in ``__init__``; the loop itself calls plain objects.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import os
+import warnings
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from deepseek import backends
+from deepseek import checkpoint as ckpt
+from deepseek.callbacks.base import Callback
+from deepseek.plugins.registry import registry
+from deepseek.training.data import EpochSampler, as_dataloader
+from deepseek.training.precision import Precision
+from deepseek.training.strategy import Strategy
+
+PRECISION_ALIASES = {
+    "32": "fp32",
+    "32-true": "fp32",
+    "16": "fp16-mixed",
+    "16-mixed": "fp16-mixed",
+    "fp16": "fp16-mixed",
+    "bf16": "bf16-mixed",
+}
+NAN_POLICIES = ("raise", "skip", None)
+LossFn = Callable[[Any, Any], torch.Tensor]
+
+
+class Metrics(dict):
+    """Latest value of each logged metric. Values are stored as 0-d tensors (no device
+    sync on the hot path) and read back as Python floats."""
+
+    def __getitem__(self, key: str) -> Any:
+        value = super().__getitem__(key)
+        if isinstance(value, torch.Tensor):
+            value = value.item()
+            super().__setitem__(key, value)
+        return value
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self[key] if key in self else default  # noqa: SIM401 - converts tensors
+
+    def items(self):  # type: ignore[override]
+        return [(k, self[k]) for k in self.keys()]
+
+    def values(self):  # type: ignore[override]
+        return [self[k] for k in self.keys()]
+
+    def as_floats(self) -> dict[str, Any]:
+        return dict(self.items())
+
+
+def _accuracy(output: Any, target: Any) -> torch.Tensor:
+    logits = output.logits if hasattr(output, "logits") else output
+    return (logits.argmax(dim=-1) == target).float().mean()
+
+
+BUILTIN_METRICS: dict[str, Callable[[Any, Any], torch.Tensor]] = {"accuracy": _accuracy}
+
+
+class Trainer:
+    """Fit a model with any registered backend, strategy, precision and callbacks.
+
+    Example (a tiny regression, fp32, one process):
+        >>> import torch, deepseek as ds
+        >>> from torch.utils.data import TensorDataset
+        >>> data = TensorDataset(torch.randn(64, 4), torch.randn(64, 1))
+        >>> trainer = ds.Trainer(
+        ...     torch.nn.Linear(4, 1), torch.optim.SGD, optimizer_kwargs={"lr": 0.1},
+        ...     train_data=data, batch_size=16, loss_fn=torch.nn.functional.mse_loss,
+        ...     max_epochs=2, seed=0, enable_progress_bar=False, default_root_dir=None,
+        ... )
+        >>> trainer.fit()
+        >>> trainer.global_step
+        8
+
+    The loss comes from, in order: ``model.training_step(batch)``; ``loss_fn(output,
+    target)`` where ``output = model(*batch[:-1])`` and ``target = batch[-1]``; or the
+    model's own output (a scalar tensor, ``output.loss`` or ``output["loss"]``), with
+    dict batches passed as ``model(**batch)``.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer | type[torch.optim.Optimizer] | None = None,
+        optimizer_kwargs: Mapping[str, Any] | None = None,
+        train_data: Any = None,
+        val_data: Any = None,
+        batch_size: int | None = None,
+        loss_fn: LossFn | None = None,
+        max_epochs: int | None = None,
+        max_steps: int | None = None,
+        backend: str | backends.Backend = "auto",
+        strategy: str | Strategy = "single",
+        precision: str | Precision = "auto",
+        accumulate_grad_batches: int = 1,
+        gradient_clip_norm: float | None = None,
+        scheduler: Any = None,
+        callbacks: Iterable[Callback | str | Mapping[str, Any]] = (),
+        seed: int | None = None,
+        deterministic: bool = False,
+        compile: bool | Mapping[str, Any] = False,
+        gradient_checkpointing: Any = False,
+        *,
+        gradient_accumulation_steps: int | None = None,
+        scheduler_kwargs: Mapping[str, Any] | None = None,
+        scheduler_interval: str = "step",
+        precision_kwargs: Mapping[str, Any] | None = None,
+        val_every_n_epochs: int | None = 1,
+        val_every_n_steps: int | None = None,
+        metrics: Iterable[str] | Mapping[str, Callable] | None = None,
+        shuffle: bool = True,
+        on_nan_loss: str | None = "raise",
+        default_root_dir: str | os.PathLike | None = "runs",
+        enable_progress_bar: bool = True,
+    ) -> None:
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        if gradient_accumulation_steps is not None:
+            accumulate_grad_batches = gradient_accumulation_steps
+        _check_positive_int("accumulate_grad_batches", accumulate_grad_batches)
+        for name, value in (
+            ("max_epochs", max_epochs),
+            ("max_steps", max_steps),
+            ("batch_size", batch_size),
+            ("val_every_n_epochs", val_every_n_epochs),
+            ("val_every_n_steps", val_every_n_steps),
+        ):
+            if value is not None:
+                _check_positive_int(name, value)
+        if on_nan_loss not in NAN_POLICIES:
+            raise ValueError(f"on_nan_loss must be one of {NAN_POLICIES}, got {on_nan_loss!r}")
+        if scheduler_interval not in ("step", "epoch"):
+            raise ValueError(
+                f"scheduler_interval must be 'step' or 'epoch', got {scheduler_interval!r}"
+            )
+        if gradient_clip_norm is not None and not gradient_clip_norm > 0:
+            raise ValueError(f"gradient_clip_norm must be > 0, got {gradient_clip_norm!r}")
+
+        self.backend = backends.get(backend)
+        self.strategy = _resolve_strategy(strategy)
+        self.precision = _resolve_precision(precision, self.backend, precision_kwargs or {})
+        self.callbacks: list[Callback] = _resolve_callbacks(callbacks)
+        if enable_progress_bar and not any(
+            type(cb).__name__ == "ProgressBar" for cb in self.callbacks
+        ):
+            from deepseek.callbacks.progress import ProgressBar
+
+            self.callbacks.append(ProgressBar())
+
+        self.seed = seed
+        self.deterministic = deterministic
+        if seed is not None:
+            self.backend.manual_seed(seed)
+        if deterministic:
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+            torch.use_deterministic_algorithms(True)
+            torch.backends.cudnn.benchmark = False
+
+        self.strategy.setup(self.backend)
+        if gradient_checkpointing not in (False, None):
+            from deepseek.nn.activation_checkpointing import apply_activation_checkpointing
+
+            model = apply_activation_checkpointing(model, gradient_checkpointing)
+        self.model = self.strategy.setup_model(model)
+        self.optimizer = self.strategy.setup_optimizer(
+            _resolve_optimizer(optimizer, optimizer_kwargs, self.model)
+        )
+        self.scheduler = _resolve_scheduler(scheduler, scheduler_kwargs, self.optimizer)
+        self.scheduler_interval = scheduler_interval
+        if compile:
+            from deepseek.compile import compile as ds_compile
+
+            options = dict(compile) if isinstance(compile, Mapping) else {}
+            self.model = ds_compile(self.model, **options)
+
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.loss_fn = loss_fn
+        self.metric_fns = _resolve_metrics(metrics)
+        self.max_epochs = max_epochs if max_epochs is not None or max_steps else 1
+        self.max_steps = max_steps
+        self.accumulate_grad_batches = accumulate_grad_batches
+        self.gradient_clip_norm = gradient_clip_norm
+        self.val_every_n_epochs = val_every_n_epochs
+        self.val_every_n_steps = val_every_n_steps
+        self.on_nan_loss = on_nan_loss
+        self.default_root_dir = Path(default_root_dir) if default_root_dir is not None else None
+        self.train_data = train_data
+        self.val_data = val_data
+
+        # Progress: what a checkpoint records and a resume restores.
+        self.current_epoch = 0
+        self.global_step = 0
+        self.batch_idx = 0  # micro-batches consumed in the current epoch
+        self.optimizer_stepped = False  # whether the last micro-batch ended with a step
+        self.should_stop = False
+        self.nan_losses_skipped = 0
+        self.metrics = Metrics()
+        self.num_training_batches = 0
+        self.stage: str | None = None
+        self._data_seed = seed if seed is not None else int(torch.randint(0, 2**31, ()).item())
+        self._epoch_done = False
+        self._pending_rng: dict[str, Any] | None = None
+
+    # -- public API ------------------------------------------------------------------------
+    @property
+    def is_global_zero(self) -> bool:
+        return self.strategy.is_global_zero
+
+    @property
+    def unwrapped_model(self) -> nn.Module:
+        return self.strategy.unwrap(self.model)
+
+    def fit(
+        self,
+        train_data: Any = None,
+        val_data: Any = None,
+        resume: str | os.PathLike | None = None,
+    ) -> None:
+        """Train until ``max_epochs``/``max_steps`` or a callback sets ``should_stop``.
+
+        ``resume="last"`` continues from the newest checkpoint written by a
+        ``ModelCheckpoint`` (starting fresh, with a warning, when there is none);
+        a path continues from that checkpoint, mid-epoch if it was saved mid-epoch.
+        """
+        train_loader = self._train_loader(train_data if train_data is not None else self.train_data)
+        val_loader = self._eval_loader(val_data if val_data is not None else self.val_data)
+        self.num_training_batches = len(train_loader)
+        self._run_stage("fit", lambda: self._fit_loop(train_loader, val_loader, resume))
+
+    def validate(self, val_data: Any = None) -> dict[str, float]:
+        """Run the validation loop once and return its metrics (``val_loss``, ...)."""
+        loader = self._eval_loader(val_data if val_data is not None else self.val_data)
+        if loader is None:
+            raise ValueError("validate() needs data: pass val_data here or to the Trainer")
+        return self._run_stage("validate", lambda: self._validation_loop(loader))
+
+    def predict(self, data: Any) -> Any:
+        """Model outputs for every batch of ``data`` (concatenated when they are tensors)."""
+        loader = self._eval_loader(data)
+        if loader is None:
+            raise ValueError("predict() needs data")
+        return self._run_stage("predict", lambda: self._predict_loop(loader))
+
+    def save_checkpoint(
+        self, path: str | os.PathLike, weights_only: bool = False, **metadata: Any
+    ) -> Path:
+        """Write a checkpoint directory (atomically). ``weights_only=True`` stores just the
+        model weights; otherwise everything an exact resume needs."""
+        model_state = self.strategy.model_state_dict(self.model)
+        meta = {
+            "epoch": self.current_epoch,
+            "global_step": self.global_step,
+            "metrics": {k: v for k, v in self.metrics.as_floats().items() if _is_number(v)},
+            **metadata,
+        }
+        trainer_state = None if weights_only else self._trainer_state()
+        path = self.strategy.save_checkpoint(path, model_state, trainer_state, meta)
+        for cb in self.callbacks:
+            cb.on_save_checkpoint(self, str(path))
+        return path
+
+    # -- stages ----------------------------------------------------------------------------
+    def _run_stage(self, stage: str, body: Callable[[], Any]) -> Any:
+        self.stage = stage
+        for cb in self.callbacks:
+            cb.setup(self, stage)
+        try:
+            return body()
+        except BaseException as exc:
+            for cb in self.callbacks:
+                cb.on_exception(self, exc)
+            raise
+        finally:
+            for cb in self.callbacks:
+                cb.teardown(self, stage)
+            self.stage = None
+
+    def _fit_loop(self, loader: DataLoader, val_loader: DataLoader | None, resume: Any) -> None:
+        if resume is not None:
+            self._restore(resume)
+        self._call("on_fit_start")
+        sampler: EpochSampler = loader.sampler  # type: ignore[assignment]
+        while not self._finished():
+            sampler.set_epoch(self.current_epoch)
+            sampler.start_at(self.batch_idx * loader.batch_size)
+            self._epoch_done = False
+            iterator = iter(loader)
+            if self._pending_rng is not None:
+                # Restore RNG after creating the iterator, which draws a worker seed.
+                ckpt.set_rng_state(self._pending_rng)
+                self._pending_rng = None
+            self._call("on_train_epoch_start")
+            self.model.train()
+            for batch in iterator:
+                self._train_batch(batch, val_loader)
+                if self.should_stop or self._max_steps_reached():
+                    break
+            if val_loader is not None and self._validate_this_epoch():
+                self._validation_loop(val_loader)
+            if self.scheduler is not None and self.scheduler_interval == "epoch":
+                self._scheduler_step()
+            self._epoch_done = True
+            self._call("on_train_epoch_end")
+            self.current_epoch += 1
+            self.batch_idx = 0
+        self._call("on_fit_end")
+
+    def _train_batch(self, batch: Any, val_loader: DataLoader | None) -> None:
+        batch_idx = self.batch_idx
+        for cb in self.callbacks:
+            cb.on_train_batch_start(self, batch, batch_idx)
+        batch = self.strategy.batch_to_device(batch)
+        k = self.accumulate_grad_batches
+        last_in_epoch = batch_idx + 1 == self.num_training_batches
+        boundary = (batch_idx + 1) % k == 0 or last_in_epoch
+        # The last window of an epoch may be short: divide by its real size.
+        window = (
+            k
+            if (batch_idx // k + 1) * k <= self.num_training_batches
+            else (self.num_training_batches % k)
+        )
+        with self.strategy.no_backward_sync(self.model, enabled=not boundary):
+            with self.precision.autocast():
+                loss = self._training_loss(batch)
+            skip = self._check_loss(loss)
+            if not skip:
+                self.precision.backward(loss / window if window > 1 else loss)
+        self.batch_idx += 1
+        self.optimizer_stepped = boundary
+        detached = loss.detach()
+        self.metrics["train_loss"] = detached
+        if boundary:
+            self._optimizer_step()
+            every = self.val_every_n_steps
+            if val_loader is not None and every and self.global_step % every == 0:
+                self._validation_loop(val_loader)
+        for cb in self.callbacks:
+            cb.on_train_batch_end(self, {"loss": detached}, batch, batch_idx)
+
+    def _optimizer_step(self) -> None:
+        self.precision.unscale(self.optimizer)
+        for cb in self.callbacks:
+            cb.on_before_optimizer_step(self, self.optimizer)
+        if self.gradient_clip_norm is not None:
+            params = [p for g in self.optimizer.param_groups for p in g["params"]]
+            norm = torch.nn.utils.clip_grad_norm_(params, self.gradient_clip_norm)
+            self.metrics["grad_norm"] = norm.detach()
+        self.precision.step(self.optimizer)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.global_step += 1
+        if self.scheduler is not None and self.scheduler_interval == "step":
+            self._scheduler_step()
+
+    def _scheduler_step(self) -> None:
+        if isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            if "val_loss" not in self.metrics:
+                raise ValueError(
+                    "ReduceLROnPlateau needs val_loss: pass val_data and scheduler_interval='epoch'"
+                )
+            self.scheduler.step(self.metrics["val_loss"])
+        else:
+            self.scheduler.step()
+
+    @torch.no_grad()
+    def _validation_loop(self, loader: DataLoader) -> dict[str, float]:
+        self._call("on_validation_start")
+        was_training = self.model.training
+        self.model.eval()
+        totals: dict[str, torch.Tensor] = {}
+        count = torch.zeros((), dtype=torch.float64)
+        for batch in loader:
+            batch = self.strategy.batch_to_device(batch)
+            with self.precision.autocast():
+                values = self._validation_values(batch)
+            n = _batch_len(batch)
+            for name, value in values.items():
+                value = value.detach().double().cpu() * n
+                totals[name] = totals[name] + value if name in totals else value
+            count += n
+        count = self.strategy.reduce(count.to(self.strategy.device), "sum").cpu()
+        results = {}
+        for name, total in totals.items():
+            summed = self.strategy.reduce(total.to(self.strategy.device), "sum").cpu()
+            results[f"val_{name}"] = float(summed / count)
+        self.metrics.update(results)
+        self.model.train(was_training)
+        self._call("on_validation_end")
+        return results
+
+    @torch.no_grad()
+    def _predict_loop(self, loader: DataLoader) -> Any:
+        self.model.eval()
+        outputs = []
+        for batch in loader:
+            batch = self.strategy.batch_to_device(batch)
+            with self.precision.autocast():
+                if hasattr(self.unwrapped_model, "predict_step"):
+                    out = self.unwrapped_model.predict_step(batch)
+                else:
+                    inputs = batch[0] if isinstance(batch, (list, tuple)) else batch
+                    out = self._forward(inputs)
+            outputs.append(out)
+        if outputs and all(isinstance(o, torch.Tensor) for o in outputs):
+            return torch.cat(outputs)
+        return outputs
+
+    # -- loss and metrics ------------------------------------------------------------------
+    def _forward(self, inputs: Any) -> Any:
+        if isinstance(inputs, Mapping):
+            return self.model(**inputs)
+        if isinstance(inputs, (list, tuple)):
+            return self.model(*inputs)
+        return self.model(inputs)
+
+    def _split(self, batch: Any) -> tuple[Any, Any]:
+        if isinstance(batch, (list, tuple)) and len(batch) >= 2:
+            inputs = batch[0] if len(batch) == 2 else tuple(batch[:-1])
+            return inputs, batch[-1]
+        return batch, None
+
+    def _training_loss(self, batch: Any) -> torch.Tensor:
+        user_model = self.unwrapped_model
+        if hasattr(user_model, "training_step"):
+            # Lightning-style: the module computes its own loss. It runs un-wrapped
+            # only under the single strategy; DDP needs the wrapper's forward.
+            return _extract_loss(user_model.training_step(batch), "training_step")
+        if self.loss_fn is not None:
+            inputs, target = self._split(batch)
+            if target is None:
+                raise ValueError(
+                    "loss_fn needs (inputs, target) batches, but a batch is a "
+                    f"{type(batch).__name__}; return (inputs, target) from the dataset"
+                )
+            return self.loss_fn(self._forward(inputs), target)
+        return _extract_loss(self._forward(batch), "the model's forward")
+
+    def _validation_values(self, batch: Any) -> dict[str, torch.Tensor]:
+        user_model = self.unwrapped_model
+        if hasattr(user_model, "validation_step"):
+            out = user_model.validation_step(batch)
+            if isinstance(out, Mapping):
+                return {k.removeprefix("val_"): torch.as_tensor(v) for k, v in out.items()}
+            return {"loss": _extract_loss(out, "validation_step")}
+        if self.loss_fn is not None:
+            inputs, target = self._split(batch)
+            output = self._forward(inputs)
+            values = {"loss": self.loss_fn(output, target)}
+            for name, fn in self.metric_fns.items():
+                values[name] = torch.as_tensor(fn(output, target))
+            return values
+        if hasattr(user_model, "training_step"):
+            return {"loss": _extract_loss(user_model.training_step(batch), "training_step")}
+        return {"loss": _extract_loss(self._forward(batch), "the model's forward")}
+
+    def _check_loss(self, loss: torch.Tensor) -> bool:
+        """True when this micro-batch must be skipped (non-finite loss, policy 'skip')."""
+        if self.on_nan_loss is None or torch.isfinite(loss).all():
+            return False
+        where = f"at step {self.global_step} (epoch {self.current_epoch}, batch {self.batch_idx})"
+        if self.on_nan_loss == "raise":
+            raise FloatingPointError(
+                f"the loss is {loss.item()} {where}. Lower the learning rate, clip "
+                "gradients (gradient_clip_norm=1.0), check the data, or pass "
+                "on_nan_loss='skip' to skip such batches"
+            )
+        self.nan_losses_skipped += 1
+        warnings.warn(f"skipping a batch whose loss is {loss.item()} {where}", stacklevel=2)
+        return True
+
+    # -- data ------------------------------------------------------------------------------
+    def _train_loader(self, data: Any) -> DataLoader:
+        if data is None:
+            raise ValueError("fit() needs training data: pass train_data to the Trainer or fit()")
+        loader = as_dataloader(data, self.batch_size, what="train_data")
+        shuffle = self.shuffle
+        if isinstance(data, DataLoader):  # keep the user's choice of shuffling
+            shuffle = isinstance(data.sampler, torch.utils.data.RandomSampler)
+        loader = self.strategy.setup_dataloader(
+            loader, shuffle=shuffle, seed=self._data_seed, drop_last=loader.drop_last
+        )
+        if len(loader) == 0:
+            raise ValueError(
+                "train_data yields no batches (empty dataset, or drop_last with fewer "
+                "samples than batch_size)"
+            )
+        return loader
+
+    def _eval_loader(self, data: Any) -> DataLoader | None:
+        loader = as_dataloader(data, self.batch_size, what="val_data")
+        if loader is None or self.strategy.world_size == 1:
+            return loader
+        return self.strategy.setup_dataloader(loader, shuffle=False, seed=0)
+
+    # -- checkpoint state --------------------------------------------------------------------
+    def _trainer_state(self) -> dict[str, Any]:
+        return {
+            "progress": {
+                "epoch": self.current_epoch,
+                "global_step": self.global_step,
+                "batch_idx": self.batch_idx,
+                "epoch_done": self._epoch_done,
+                "nan_losses_skipped": self.nan_losses_skipped,
+                "data_seed": self._data_seed,
+            },
+            "optimizer": self.strategy.optimizer_state_dict(self.optimizer),
+            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
+            "precision": self.precision.state_dict(),
+            "rng": ckpt.get_rng_state(),
+            "callbacks": {cb.state_key: cb.state_dict() for cb in self.callbacks},
+            "metrics": {k: v for k, v in self.metrics.as_floats().items() if _is_number(v)},
+        }
+
+    def _resolve_resume(self, resume: str | os.PathLike) -> Path | None:
+        if str(resume) != "last":
+            return Path(resume)
+        roots = [Path(d) for cb in self.callbacks if (d := getattr(cb, "dirpath", None))]
+        if self.default_root_dir is not None:
+            roots.append(self.default_root_dir / "checkpoints")
+        found = [p for root in roots if (p := ckpt.latest_checkpoint(root)) is not None]
+        full = [p for p in found if ckpt.read_metadata(p).get("kind") == "full"]
+        if not full:
+            warnings.warn(
+                f"resume='last' found no full checkpoint under {[str(r) for r in roots]}; "
+                "starting from scratch",
+                stacklevel=3,
+            )
+            return None
+        return max(full, key=lambda p: ckpt.read_metadata(p).get("global_step", -1))
+
+    def _restore(self, resume: str | os.PathLike) -> None:
+        path = self._resolve_resume(resume)
+        if path is None:
+            return
+        checkpoint = self.strategy.load_checkpoint(path)
+        if checkpoint.trainer_state is None:
+            raise ValueError(
+                f"{path} is a weights-only checkpoint: it has no optimizer or progress "
+                "state, so training cannot resume from it. Load it with "
+                "deepseek.checkpoint.load_weights(model, path), or save full checkpoints "
+                "(ModelCheckpoint(save_weights_only=False))"
+            )
+        state = checkpoint.trainer_state
+        self.strategy.load_model_state_dict(self.model, checkpoint.model_state)
+        self.strategy.load_optimizer_state_dict(self.optimizer, state["optimizer"])
+        if self.scheduler is not None and state.get("scheduler") is not None:
+            self.scheduler.load_state_dict(state["scheduler"])
+        self.precision.load_state_dict(state.get("precision", {}))
+        progress = state["progress"]
+        self.global_step = progress["global_step"]
+        self.nan_losses_skipped = progress.get("nan_losses_skipped", 0)
+        self._data_seed = progress["data_seed"]
+        if progress["epoch_done"]:
+            self.current_epoch, self.batch_idx = progress["epoch"] + 1, 0
+        else:
+            self.current_epoch, self.batch_idx = progress["epoch"], progress["batch_idx"]
+        self.metrics.update(state.get("metrics", {}))
+        saved = state.get("callbacks", {})
+        for cb in self.callbacks:
+            if cb.state_key in saved:
+                cb.load_state_dict(saved[cb.state_key])
+        self._pending_rng = state["rng"]
+        for cb in self.callbacks:
+            cb.on_load_checkpoint(self, str(path))
+
+    # -- helpers ---------------------------------------------------------------------------
+    def _call(self, hook: str) -> None:
+        for cb in self.callbacks:
+            getattr(cb, hook)(self)
+
+    def _max_steps_reached(self) -> bool:
+        return self.max_steps is not None and self.global_step >= self.max_steps
+
+    def _finished(self) -> bool:
+        if self.should_stop or self._max_steps_reached():
+            return True
+        return self.max_epochs is not None and self.current_epoch >= self.max_epochs
+
+    def _validate_this_epoch(self) -> bool:
+        if self.val_every_n_epochs is None:
+            return False
+        return (self.current_epoch + 1) % self.val_every_n_epochs == 0 or self._finished_after()
+
+    def _finished_after(self) -> bool:
+        """Whether this epoch is the last one (validate at the end of training)."""
+        last_epoch = self.max_epochs is not None and self.current_epoch + 1 >= self.max_epochs
+        return last_epoch or self.should_stop or self._max_steps_reached()
+
+    def __repr__(self) -> str:
+        return (
+            f"Trainer(backend={self.backend.name!r}, strategy={self.strategy!r}, "
+            f"precision={self.precision!r}, callbacks={[type(c).__name__ for c in self.callbacks]})"
+        )
+
+
+# -- argument resolution (run once, in __init__) ---------------------------------------------
+
+
+def _check_positive_int(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _batch_len(batch: Any) -> int:
+    if isinstance(batch, torch.Tensor):
+        return batch.shape[0] if batch.dim() else 1
+    if isinstance(batch, Mapping):
+        return _batch_len(next(iter(batch.values())))
+    if isinstance(batch, (list, tuple)) and batch:
+        return _batch_len(batch[0])
+    return 1
+
+
+def _extract_loss(output: Any, where: str) -> torch.Tensor:
+    loss = output
+    if isinstance(output, Mapping):
+        loss = output.get("loss")
+    elif not isinstance(output, torch.Tensor) and hasattr(output, "loss"):
+        loss = output.loss
+    if isinstance(loss, torch.Tensor) and loss.numel() == 1 and loss.is_floating_point():
+        return loss.reshape(())
+    shape = f" of shape {tuple(output.shape)}" if isinstance(output, torch.Tensor) else ""
+    raise TypeError(
+        f"{where} returned a {type(output).__name__}{shape}, not a loss. Pass loss_fn= "
+        "to the Trainer, return a scalar loss (or an object with .loss / a dict with "
+        "'loss'), or define training_step(batch) on the model"
+    )
+
+
+def _resolve_strategy(strategy: str | Strategy) -> Strategy:
+    if isinstance(strategy, Strategy):
+        return strategy
+    if isinstance(strategy, str):
+        return registry("strategy").create(strategy)
+    raise TypeError(
+        f"strategy must be a name like 'single' or a Strategy, got {type(strategy).__name__}"
+    )
+
+
+def _resolve_precision(
+    precision: str | Precision, backend: backends.Backend, options: Mapping[str, Any]
+) -> Precision:
+    if isinstance(precision, Precision):
+        return precision
+    if not isinstance(precision, str):
+        raise TypeError(f"precision must be a name or a Precision, got {precision!r}")
+    name = PRECISION_ALIASES.get(precision.strip().lower(), precision.strip().lower())
+    if name == "auto":
+        name = backend.best_mixed_precision()
+    spec = registry("precision").get(name)
+    dtype = {"fp16-mixed": torch.float16, "bf16-mixed": torch.bfloat16}.get(spec.name)
+    if dtype is not None and (note := backend.precision_note(dtype)):
+        warnings.warn(f"precision={spec.name!r}: {note}", stacklevel=3)
+    return spec.create(backend, **options)
+
+
+def _resolve_callbacks(callbacks: Iterable[Any]) -> list[Callback]:
+    if isinstance(callbacks, (Callback, str, Mapping)):
+        callbacks = [callbacks]
+    resolved = []
+    for cb in callbacks:
+        if isinstance(cb, Callback):
+            resolved.append(cb)
+        elif isinstance(cb, str):
+            resolved.append(registry("callback").create(cb))
+        elif isinstance(cb, Mapping):
+            options = dict(cb)
+            if "name" not in options:
+                raise ValueError(f"a callback given as a dict needs a 'name' key: {options}")
+            resolved.append(registry("callback").create(options.pop("name"), **options))
+        else:
+            raise TypeError(
+                f"callbacks must be Callback objects, names or {{name: ...}} dicts; "
+                f"got {type(cb).__name__}"
+            )
+    return resolved
+
+
+def _resolve_optimizer(
+    optimizer: Any, kwargs: Mapping[str, Any] | None, model: nn.Module
+) -> torch.optim.Optimizer:
+    if isinstance(optimizer, torch.optim.Optimizer):
+        if kwargs:
+            raise ValueError("optimizer_kwargs only apply when optimizer is a class")
+        return optimizer
+    if optimizer is None:
+        raise ValueError(
+            "an optimizer is required: pass an instance, or a class such as "
+            "torch.optim.AdamW with optimizer_kwargs={'lr': 1e-3}"
+        )
+    if isinstance(optimizer, str):
+        name = optimizer
+        optimizer = getattr(torch.optim, name, None) or next(
+            (getattr(torch.optim, n) for n in dir(torch.optim) if n.lower() == name.lower()), None
+        )
+        if not (inspect.isclass(optimizer) and issubclass(optimizer, torch.optim.Optimizer)):
+            known = sorted(
+                n
+                for n in dir(torch.optim)
+                if inspect.isclass(getattr(torch.optim, n))
+                and issubclass(getattr(torch.optim, n), torch.optim.Optimizer)
+                and n != "Optimizer"
+            )
+            raise ValueError(f"unknown optimizer {name!r}; torch.optim has: {', '.join(known)}")
+    if not callable(optimizer):
+        raise TypeError(f"optimizer must be an Optimizer or a class, got {optimizer!r}")
+    kwargs = dict(kwargs or {})
+    try:
+        params = inspect.signature(optimizer).parameters
+    except (TypeError, ValueError):
+        params = {}
+    if params and not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        unknown = [k for k in kwargs if k not in params]
+        if unknown:
+            accepted = [p for p in params if p not in ("self", "params")]
+            raise TypeError(
+                f"{getattr(optimizer, '__name__', optimizer)} does not accept "
+                f"{', '.join(map(repr, unknown))}; it accepts: {', '.join(accepted)}"
+            )
+    return optimizer([p for p in model.parameters() if p.requires_grad], **kwargs)
+
+
+def _resolve_scheduler(
+    scheduler: Any, kwargs: Mapping[str, Any] | None, optimizer: torch.optim.Optimizer
+) -> Any:
+    if scheduler is None:
+        return None
+    if isinstance(scheduler, (torch.optim.lr_scheduler.LRScheduler,
+                              torch.optim.lr_scheduler.ReduceLROnPlateau)):  # fmt: skip
+        return scheduler
+    if isinstance(scheduler, str):
+        name = scheduler
+        scheduler = getattr(torch.optim.lr_scheduler, name, None)
+        if scheduler is None:
+            raise ValueError(f"unknown scheduler {name!r}: use a torch.optim.lr_scheduler class")
+    if callable(scheduler):
+        try:
+            return scheduler(optimizer, **dict(kwargs or {}))
+        except TypeError as exc:
+            raise TypeError(f"could not build scheduler {scheduler!r}: {exc}") from None
+    raise TypeError(f"scheduler must be an LRScheduler, a class or a factory, got {scheduler!r}")
+
+
+def _resolve_metrics(metrics: Any) -> dict[str, Callable[[Any, Any], torch.Tensor]]:
+    if metrics is None:
+        return {}
+    if isinstance(metrics, Mapping):
+        return dict(metrics)
+    if isinstance(metrics, str):
+        metrics = [metrics]
+    resolved = {}
+    for name in metrics if isinstance(metrics, Sequence) else list(metrics):
+        if name not in BUILTIN_METRICS:
+            raise ValueError(
+                f"unknown metric {name!r}; built-in: {sorted(BUILTIN_METRICS)}, or pass "
+                "a dict of name -> callable(output, target)"
+            )
+        resolved[name] = BUILTIN_METRICS[name]
+    return resolved
+
+
+class MixedPrecisionTrainer(Trainer):
+    """The Trainer with mixed precision on by default.
+
+    ``fp16_params={'enable': True, 'loss_scale': 128}`` selects fp16 autocast with a
+    static loss scale (``'dynamic'``, the default, uses a grad scaler). On a backend
+    without fast fp16 it warns once and uses bf16 when that is native, else fp32.
+
+        >>> import torch
+        >>> from deepseek.optim import MixedPrecisionTrainer
+        >>> from torch.optim import AdamW
+        >>> bert_model = torch.nn.Linear(8, 2)
+        >>> trainer = MixedPrecisionTrainer(model=bert_model, optimizer=AdamW,
+        ...     fp16_params={'enable': True, 'loss_scale': 128}, enable_progress_bar=False)
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        optimizer: Any = None,
+        *args: Any,
+        fp16_params: Mapping[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        if "precision" not in kwargs:
+            backend = backends.get(kwargs.get("backend", "auto"))
+            precision, options = _mixed_precision_choice(backend, dict(fp16_params or {}))
+            kwargs["precision"] = precision
+            kwargs["precision_kwargs"] = {**options, **(kwargs.get("precision_kwargs") or {})}
+        super().__init__(model, optimizer, *args, **kwargs)
+
+
+def _mixed_precision_choice(
+    backend: backends.Backend, fp16_params: dict[str, Any]
+) -> tuple[str, dict[str, Any]]:
+    unknown = set(fp16_params) - {"enable", "enabled", "loss_scale", "init_scale"}
+    if unknown:
+        raise ValueError(
+            f"unknown fp16_params {sorted(unknown)}; accepted: enable, loss_scale, init_scale"
+        )
+    enable = fp16_params.get("enable", fp16_params.get("enabled", True))
+    native = backend.native_autocast_dtypes()
+    if not enable:
+        return "bf16-mixed" if torch.bfloat16 in native else "fp32", {}
+    if torch.float16 in native:
+        options = {"loss_scale": fp16_params.get("loss_scale", "dynamic")}
+        if "init_scale" in fp16_params:
+            options["init_scale"] = fp16_params["init_scale"]
+        return "fp16-mixed", options
+    instead = "bf16-mixed (no loss scaling needed)" if torch.bfloat16 in native else "fp32"
+    warnings.warn(
+        f"fp16 mixed precision requested, but the {backend.name} backend has no fast fp16; "
+        f"training with {instead} instead",
+        stacklevel=3,
+    )
+    return ("bf16-mixed" if torch.bfloat16 in native else "fp32"), {}

@@ -1,0 +1,1 @@
+"""``ds.utils``: data utilities (``ds.utils.data``) and ``check_env``."""
