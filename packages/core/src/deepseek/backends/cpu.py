@@ -70,6 +70,11 @@ class CPUBackend(Backend):
             f"{name} matmuls are emulated and can be hundreds of times slower than fp32"
         )
 
+    def best_mixed_precision(self) -> str:
+        # CPU autocast gains little even with native bf16, and it changes the numerics of
+        # every op: "auto" keeps fp32 on the CPU; ask for "bf16-mixed" explicitly.
+        return "fp32"
+
     def memory_stats(self, device: torch.device | None = None) -> dict[str, int]:
         """Resident set size of this process (the CPU has no separate allocator)."""
         stats = {}

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -46,7 +47,7 @@ def load_config(path: str | os.PathLike, overrides: Iterable[str] = ()) -> Confi
     if not path.is_file():
         raise FileNotFoundError(f"config file not found: {path}")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = _safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
     if data is None:
@@ -70,7 +71,7 @@ def apply_overrides(data: Any, overrides: Iterable[str]) -> dict[str, Any]:
         if not sep or not key.strip():
             raise ConfigError(f"--set {item!r}: expected key=value, e.g. trainer.max_epochs=3")
         try:
-            value = yaml.safe_load(raw)
+            value = _safe_load(raw)
         except yaml.YAMLError:
             value = raw
         node = data
@@ -85,6 +86,25 @@ def apply_overrides(data: Any, overrides: Iterable[str]) -> dict[str, Any]:
             node = child
         node[parts[-1]] = value
     return data
+
+
+# YAML 1.1 (PyYAML) reads 1e-3 as a string because it lacks a dot; YAML 1.2 and every
+# user read it as a float.
+_EXPONENT_FLOAT = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$")
+
+
+def _safe_load(text: str) -> Any:
+    return _fix_floats(yaml.safe_load(text))
+
+
+def _fix_floats(value: Any) -> Any:
+    if isinstance(value, str) and _EXPONENT_FLOAT.match(value):
+        return float(value)
+    if isinstance(value, dict):
+        return {k: _fix_floats(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_fix_floats(v) for v in value]
+    return value
 
 
 def dump_config(config: Config) -> str:

@@ -146,6 +146,9 @@ def _convert(hint: Any, value: Any, path: str) -> Any:
         options = typing.get_args(hint)
         if value is None and type(None) in options:
             return None
+        real = [o for o in options if o is not type(None)]
+        if len(real) == 1:  # Optional[X]: X's own error names the problem best
+            return _convert(real[0], value, path)
         errors = []
         for option in options:
             if option is type(None):

@@ -21,6 +21,7 @@ from torch.utils.data import DataLoader
 from deepseek import backends
 from deepseek import checkpoint as ckpt
 from deepseek.callbacks.base import Callback
+from deepseek.checkpoint.format import read_meta
 from deepseek.plugins.registry import registry
 from deepseek.training.data import EpochSampler, as_dataloader
 from deepseek.training.precision import Precision
@@ -447,6 +448,7 @@ class Trainer:
                     f"{type(batch).__name__}; return (inputs, target) from the dataset"
                 )
             return self.loss_fn(self._forward(inputs), target)
+        _check_forward_takes(user_model, batch)
         return _extract_loss(self._forward(batch), "the model's forward")
 
     def _validation_values(self, batch: Any) -> dict[str, torch.Tensor]:
@@ -532,7 +534,8 @@ class Trainer:
         if self.default_root_dir is not None:
             roots.append(self.default_root_dir / "checkpoints")
         found = [p for root in roots if (p := ckpt.latest_checkpoint(root)) is not None]
-        full = [p for p in found if ckpt.read_metadata(p).get("kind") == "full"]
+        metas = {p: read_meta(p) for p in found}
+        full = [p for p, meta in metas.items() if meta.get("kind") == "full"]
         if not full:
             warnings.warn(
                 f"resume='last' found no full checkpoint under {[str(r) for r in roots]}; "
@@ -540,7 +543,7 @@ class Trainer:
                 stacklevel=3,
             )
             return None
-        return max(full, key=lambda p: ckpt.read_metadata(p).get("global_step", -1))
+        return max(full, key=lambda p: metas[p]["metadata"].get("global_step", -1))
 
     def _restore(self, resume: str | os.PathLike) -> None:
         path = self._resolve_resume(resume)
@@ -627,6 +630,22 @@ def _batch_len(batch: Any) -> int:
     if isinstance(batch, (list, tuple)) and batch:
         return _batch_len(batch[0])
     return 1
+
+
+def _check_forward_takes(model: nn.Module, batch: Any) -> None:
+    """A (inputs, target) batch fed to a one-input model means loss_fn was forgotten."""
+    if not isinstance(batch, (list, tuple)):
+        return
+    params = inspect.signature(model.forward).parameters.values()
+    if any(p.kind is p.VAR_POSITIONAL for p in params):
+        return
+    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    if len(batch) > len(positional):
+        raise TypeError(
+            f"{type(model).__name__}.forward takes {len(positional)} input(s) but a batch has "
+            f"{len(batch)} elements, and there is no loss: pass loss_fn= to the Trainer "
+            "(batches are then (inputs, target)), or define training_step(batch) on the model"
+        )
 
 
 def _extract_loss(output: Any, where: str) -> torch.Tensor:

@@ -1,0 +1,115 @@
+"""What a DeepSeek checkpoint directory looks like, and how to tell a complete one.
+
+A checkpoint is a directory holding ``model.safetensors``, optionally ``trainer_state.pt``
+(a "full" checkpoint, as opposed to "weights"), and ``meta.json``, which is written last
+and records every other file's size so that a truncated copy is recognised.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+FORMAT_NAME = "deepseek-checkpoint"
+FORMAT_VERSION = 1
+META_FILE = "meta.json"
+WEIGHTS_FILE = "model.safetensors"
+TRAINER_STATE_FILE = "trainer_state.pt"
+
+# Sibling directories a save leaves behind only when it is interrupted:
+# ".<name>.tmp-<random>" is a checkpoint being written (never complete until renamed),
+# ".<name>.old-<random>" is the previous checkpoint while it is being replaced.
+TMP_TAG = ".tmp-"
+OLD_TAG = ".old-"
+
+
+class CheckpointError(ValueError):
+    """A path is not a DeepSeek checkpoint, or the checkpoint is incomplete or corrupted."""
+
+
+def is_staging_name(name: str) -> bool:
+    """True for the temporary and backup directories that ``save_checkpoint`` uses."""
+    return name.startswith(".") and (TMP_TAG in name or OLD_TAG in name)
+
+
+def backup_target(name: str) -> str | None:
+    """The checkpoint name a backup directory ``.<name>.old-<random>`` belongs to."""
+    if not name.startswith(".") or OLD_TAG not in name:
+        return None
+    return name[1 : name.rindex(OLD_TAG)]
+
+
+def read_meta(directory: Path) -> dict[str, Any]:
+    """Read and validate ``directory/meta.json`` and the files it lists.
+
+    Raises CheckpointError when the directory is not a DeepSeek checkpoint, was written
+    by a newer format, or has a missing or truncated file.
+    """
+    meta_path = directory / META_FILE
+    if not meta_path.is_file():
+        raise CheckpointError(_describe_foreign(directory))
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CheckpointError(
+            f"{meta_path} is corrupted (not valid JSON: {exc}); the checkpoint in "
+            f"{directory} cannot be trusted"
+        ) from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT_NAME:
+        found = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
+        raise CheckpointError(
+            f"{directory} is not a DeepSeek checkpoint: its meta.json has format {found!r}, "
+            f"expected {FORMAT_NAME!r}"
+        )
+    version = meta.get("format_version")
+    if not isinstance(version, int) or version < 1:
+        raise CheckpointError(f"{meta_path} is corrupted: format_version is {version!r}")
+    if version > FORMAT_VERSION:
+        raise CheckpointError(
+            f"{directory} was written by a newer DeepSeek (checkpoint format version {version}, "
+            f"deepseek {meta.get('deepseek_version', '?')}); this deepseek-core reads format "
+            f"version {FORMAT_VERSION}: upgrade deepseek-core to load it"
+        )
+    _check_files(directory, meta)
+    return meta
+
+
+def _check_files(directory: Path, meta: dict[str, Any]) -> None:
+    files = meta.get("files")
+    kind = meta.get("kind")
+    required = {"weights": {WEIGHTS_FILE}, "full": {WEIGHTS_FILE, TRAINER_STATE_FILE}}
+    if not isinstance(files, dict) or kind not in required or not required[kind] <= set(files):
+        raise CheckpointError(
+            f"{directory / META_FILE} is corrupted: it does not list the files of a "
+            f"{kind!r} checkpoint"
+        )
+    for name, size in files.items():
+        file = directory / name
+        if not file.is_file():
+            raise CheckpointError(
+                f"checkpoint {directory} is incomplete or corrupted: {name} is missing"
+            )
+        actual = file.stat().st_size
+        if actual != size:
+            raise CheckpointError(
+                f"checkpoint {directory} is incomplete or corrupted: {name} has {actual} "
+                f"bytes, meta.json recorded {size}"
+            )
+
+
+def _describe_foreign(directory: Path) -> str:
+    if is_staging_name(directory.name):
+        return (
+            f"{directory} is a temporary directory left by an interrupted save_checkpoint, "
+            "not a complete checkpoint; load the checkpoint it belongs to instead"
+        )
+    entries = sorted(p.name for p in directory.iterdir())
+    shown = ", ".join(entries[:8]) + (f", ... ({len(entries)} entries)" if len(entries) > 8 else "")
+    message = (
+        f"{directory} is not a DeepSeek checkpoint (no {META_FILE}); "
+        f"it contains: {shown or 'nothing'}"
+    )
+    if any(name.endswith(".safetensors") for name in entries):
+        message += ". To load a bare .safetensors file, use load_weights(model, <file>)"
+    return message
