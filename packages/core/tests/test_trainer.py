@@ -244,7 +244,7 @@ def test_nan_loss_raise_and_skip():
     skip = trainer_for(
         make_model(), DataLoader(make_data(32), batch_size=8), max_epochs=1, on_nan_loss="skip"
     )
-    skip.loss_fn = lambda out, y, c=[0]: nan_on_second(out, y, c)  # noqa: B006
+    skip.loss_fn = lambda out, y, c=[0]: nan_on_second(out, y, c)
     with pytest.warns(UserWarning, match="skipping a batch"):
         skip.fit()
     assert skip.nan_losses_skipped == 1 and skip.global_step == 4

@@ -26,7 +26,7 @@ PROVIDED_BY: dict[str, dict[str, str]] = {
         name: "deepseek-dist" for name in ("ddp", "fsdp", "tp", "2d", "pipeline", "expert")
     },
     "algorithm": {
-        name: "deepseek-quant" for name in ("qat", "ptq", "l1_channel_pruning", "distillation")
+        name: "deepseek-quant" for name in ("ptq", "l1_channel_pruning", "distillation")
     },
     "model": {
         **{

@@ -1,0 +1,32 @@
+"""deepseek-dist's plugin: the ``ddp`` strategy and a ``deepseek env`` report."""
+
+from __future__ import annotations
+
+from deepseek.plugins import StrategySpec, deferred, hookimpl
+
+
+@hookimpl
+def deepseek_strategies() -> list[StrategySpec]:
+    return [
+        StrategySpec(
+            "ddp",
+            deferred("deepseek.distributed.ddp:DDPStrategy"),
+            "DistributedDataParallel, one process per device (launch with torchrun)",
+        )
+    ]
+
+
+@hookimpl
+def deepseek_env_report() -> list[str]:
+    import torch.distributed as dist
+
+    if not dist.is_available():
+        return ["torch.distributed: not available in this torch build"]
+    from deepseek.distributed.process_group import available_backends
+
+    found = available_backends()
+    missing = [name for name in ("gloo", "nccl", "mpi") if name not in found]
+    return [
+        f"torch.distributed backends available: {', '.join(found) or 'none'}",
+        f"torch.distributed backends not available: {', '.join(missing) or 'none'}",
+    ]

@@ -1,0 +1,124 @@
+"""Dynamic int8 post-training quantization (algorithm ``ptq``).
+
+Weights are stored as int8; activations are quantized on the fly per batch, and the
+matrix products run in torch's int8 CPU kernels (fbgemm/x86 on Intel and AMD, qnnpack
+on ARM). Nothing to calibrate, no retraining: a good first step for Linear-heavy
+models (MLPs, transformers, RNNs) served on CPU.
+
+torch 2.13 marks ``torch.ao.quantization`` (which provides these kernels) as deprecated
+in favour of the separate ``torchao`` package; it still ships and works, so it is used
+here with its deprecation warnings silenced, and a torch without it gets a clear error.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterable
+
+import torch
+from torch import nn
+
+# What torch's dynamic quantization can replace with an int8 module.
+SUPPORTED_MODULES: dict[str, type[nn.Module]] = {
+    "linear": nn.Linear,
+    "lstm": nn.LSTM,
+    "gru": nn.GRU,
+    "lstmcell": nn.LSTMCell,
+    "grucell": nn.GRUCell,
+    "rnncell": nn.RNNCell,
+}
+
+
+def _module_types(modules: Iterable[type[nn.Module] | str]) -> set[type[nn.Module]]:
+    if isinstance(modules, (str, type)):
+        modules = [modules]
+    types = set()
+    for item in modules:
+        cls = SUPPORTED_MODULES.get(item.lower()) if isinstance(item, str) else item
+        if cls not in SUPPORTED_MODULES.values():
+            raise ValueError(
+                f"cannot dynamically quantize {item!r}; supported module types: "
+                f"{', '.join(c.__name__ for c in SUPPORTED_MODULES.values())} "
+                f"(or their names: {', '.join(SUPPORTED_MODULES)})"
+            )
+        types.add(cls)
+    if not types:
+        raise ValueError("modules is empty: name at least one module type, e.g. (nn.Linear,)")
+    return types
+
+
+def quantize_dynamic_int8(
+    model: nn.Module, modules: Iterable[type[nn.Module] | str] = (nn.Linear,)
+) -> nn.Module:
+    """An int8 copy of ``model`` for CPU inference; ``model`` itself is left unchanged.
+
+    Every submodule whose type is in ``modules`` (exact type, e.g. ``nn.Linear``) is
+    replaced by its dynamically quantized counterpart holding int8 weights. The copy is
+    in eval mode and meant for inference only (no backward).
+
+    >>> import torch
+    >>> model = torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.ReLU(),
+    ...                             torch.nn.Linear(32, 4))
+    >>> qmodel = quantize_dynamic_int8(model)
+    >>> qmodel[0].weight().dtype
+    torch.qint8
+    >>> qmodel(torch.randn(2, 16)).shape
+    torch.Size([2, 4])
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    types = _module_types(modules)
+    targets = [(n, m) for n, m in model.named_modules() if type(m) in types]
+    if not targets:
+        wanted = ", ".join(sorted(t.__name__ for t in types))
+        raise ValueError(f"{type(model).__name__} has no {wanted} submodule to quantize")
+    for name, module in targets:
+        for param in module.parameters():
+            if param.device.type != "cpu":
+                raise ValueError(
+                    f"{name or 'the model'} is on {param.device}: int8 dynamic quantization "
+                    "runs on the CPU; call model.cpu() first"
+                )
+            if param.dtype != torch.float32:
+                raise TypeError(
+                    f"{name or 'the model'} has {param.dtype} weights; dynamic int8 "
+                    "quantization starts from float32: call model.float() first"
+                )
+    if torch.backends.quantized.engine == "none":
+        raise RuntimeError(
+            "this torch build has no quantized CPU engine (fbgemm, x86, onednn or qnnpack)"
+        )
+    try:
+        from torch.ao.quantization import quantize_dynamic
+    except ImportError as exc:
+        raise RuntimeError(
+            f"torch {torch.__version__} no longer provides torch.ao.quantization.quantize_dynamic"
+            "; use torchao's quantize_ API for int8 inference"
+        ) from exc
+    with warnings.catch_warnings():
+        # torch's own deprecation notices for this API (see the module docstring).
+        warnings.filterwarnings("ignore", message=r"torch\.ao\.quantization is deprecated")
+        warnings.filterwarnings("ignore", message=r"torch\.quantize_per_tensor.*deprecated")
+        return quantize_dynamic(model, types, dtype=torch.qint8, inplace=False)
+
+
+class PostTrainingQuantization:
+    """The ``ptq`` algorithm: ``apply(model)`` returns an int8 copy (dynamic quantization).
+
+    >>> import torch
+    >>> from deepseek.plugins import registry
+    >>> ptq = registry("algorithm").create("ptq", modules=["linear"])
+    >>> qmodel = ptq.apply(torch.nn.Sequential(torch.nn.Linear(8, 8)))
+    >>> type(qmodel[0]).__name__
+    'Linear'
+    """
+
+    def __init__(self, modules: Iterable[type[nn.Module] | str] = (nn.Linear,)) -> None:
+        self.modules = tuple(_module_types(modules))
+
+    def apply(self, model: nn.Module) -> nn.Module:
+        return quantize_dynamic_int8(model, self.modules)
+
+    def __repr__(self) -> str:
+        names = ", ".join(sorted(m.__name__ for m in self.modules))
+        return f"PostTrainingQuantization(modules=({names}))"
