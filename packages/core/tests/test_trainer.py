@@ -295,3 +295,24 @@ def test_dataset_without_batch_size_and_empty_data():
 def test_top_level_aliases():
     assert ds.Trainer is Trainer
     assert ds.MixedPrecisionTrainer is ds.optim.MixedPrecisionTrainer
+
+
+def test_compile_and_gradient_checkpointing_options_train_the_same_model():
+    loader = DataLoader(make_data(), batch_size=8, shuffle=False)
+    reference = make_model()
+    trainer_for(reference, loader, max_epochs=1).fit()
+    model = make_model()
+    trainer = trainer_for(
+        model,
+        loader,
+        max_epochs=1,
+        compile={"backend": "aot_eager"},
+        gradient_checkpointing=nn.Linear,
+    )
+    trainer.fit()
+    assert trainer.model is not model  # the compiled wrapper
+    # Checkpoints hold the user's module: same keys as the uncompiled model.
+    state = trainer.strategy.model_state_dict(trainer.model)
+    assert set(state) == set(reference.state_dict())
+    for key, value in reference.state_dict().items():
+        torch.testing.assert_close(state[key], value, rtol=1e-5, atol=1e-6)

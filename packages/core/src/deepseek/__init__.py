@@ -84,6 +84,7 @@ _CORE_SUBPACKAGES = frozenset(
         "callbacks",
         "checkpoint",
         "cli",
+        "compiler",
         "config",
         "cuda",
         "nn",
@@ -110,9 +111,11 @@ OPTIONAL_SUBPACKAGES: dict[str, str] = {
 _LAZY_OBJECTS: dict[str, tuple[str, str]] = {
     "Trainer": ("deepseek.training", "Trainer"),
     "MixedPrecisionTrainer": ("deepseek.training", "MixedPrecisionTrainer"),
-    "compile": ("deepseek.compile", "compile"),
-    "export": ("deepseek.compile", "export"),
-    "load_exported": ("deepseek.compile", "load_exported"),
+    # Static-graph mode lives in deepseek.compiler (torch's naming): a subpackage called
+    # "compile" would shadow the ds.compile function once imported.
+    "compile": ("deepseek.compiler", "compile"),
+    "export": ("deepseek.compiler", "export"),
+    "load_exported": ("deepseek.compiler", "load_exported"),
 }
 
 

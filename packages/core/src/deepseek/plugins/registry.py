@@ -8,6 +8,7 @@ installed provides it, the ``pip install`` line.
 from __future__ import annotations
 
 import dataclasses
+import importlib.metadata
 import difflib
 from collections.abc import Iterable, Iterator
 from typing import Any
@@ -22,22 +23,15 @@ from deepseek.plugins.specs import SPEC_TYPES, Spec
 
 # Names that first-party distributions provide, so a missing one gets an install hint.
 PROVIDED_BY: dict[str, dict[str, str]] = {
-    "strategy": {
-        name: "deepseek-dist" for name in ("ddp", "fsdp", "tp", "2d", "pipeline", "expert")
-    },
-    "algorithm": {
-        name: "deepseek-quant" for name in ("ptq", "l1_channel_pruning", "distillation")
-    },
+    "strategy": {"ddp": "deepseek-dist"},
+    "algorithm": {name: "deepseek-quant" for name in ("ptq", "l1_channel_pruning", "distillation")},
     "model": {
         **{
             name: "deepseek-nlp"
-            for name in ("bert-base-chinese", "bert-base-uncased", "bert-tiny", "bert")
+            for name in ("bert", "bert-base-chinese", "bert-base-uncased", "bert-tiny")
         },
-        **{
-            name: "deepseek-vision"
-            for name in ("resnet18", "resnet50", "unet", "unetplusplus", "unetplusplus3d", "vit3d")
-        },
-        "moe-lm": "deepseek-moe",
+        **{name: "deepseek-vision" for name in ("resnet18", "resnet34", "resnet50")},
+        "moe-mlp": "deepseek-moe",
     },
 }
 
@@ -58,6 +52,14 @@ PLURAL = {
     "algorithm": "algorithms",
     "model": "models",
 }
+
+
+def _installed(distribution: str) -> bool:
+    try:
+        importlib.metadata.distribution(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return False
+    return True
 
 
 class UnknownNameError(LookupError, ValueError):
@@ -217,13 +219,14 @@ class Registry:
         known = sorted(self._index)
         message = f"unknown {self.kind} {name!r}."
         provided = PROVIDED_BY.get(self.kind, {})
-        if key in provided:
+        if key in provided and not _installed(provided[key]):
             dist = provided[key]
             return (
                 f"{message} {self.kind.capitalize()} {key!r} is provided by the {dist} "
                 f"package, which is not installed: pip install {dist}"
             )
-        close = difflib.get_close_matches(key, known + list(provided), n=1)
+        candidates = known + [n for n, dist in provided.items() if not _installed(dist)]
+        close = difflib.get_close_matches(key, [c for c in candidates if c != key], n=1)
         if close:
             message += f" Did you mean {close[0]!r}?"
         listed = ", ".join(known) if known else "(none installed)"

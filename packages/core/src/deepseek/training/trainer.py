@@ -183,7 +183,7 @@ class Trainer:
         self.scheduler = _resolve_scheduler(scheduler, scheduler_kwargs, self.optimizer)
         self.scheduler_interval = scheduler_interval
         if compile:
-            from deepseek.compile import compile as ds_compile
+            from deepseek.compiler import compile as ds_compile
 
             options = dict(compile) if isinstance(compile, Mapping) else {}
             self.model = ds_compile(self.model, **options)

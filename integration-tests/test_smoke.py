@@ -1,0 +1,82 @@
+"""Smoke tests for a full installation (editable in `integration`, wheels in `wheels`):
+every distribution imports under the one namespace and registers through its plugin."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import deepseek as ds
+from deepseek.plugins import registry
+
+SUBPACKAGES = {
+    "distributed": "deepseek-dist",
+    "quantization": "deepseek-quant",
+    "pruning": "deepseek-quant",
+    "distillation": "deepseek-quant",
+    "nlp": "deepseek-nlp",
+    "vision": "deepseek-vision",
+    "moe": "deepseek-moe",
+}
+
+
+def test_readme_snippet():
+    x = ds.tensor([2.0], requires_grad=True)
+    y = x**3 + 5 * x
+    y.backward()
+    assert torch.equal(x.grad, torch.tensor([17.0]))
+
+
+@pytest.mark.parametrize("sub, dist", sorted(SUBPACKAGES.items()))
+def test_every_subpackage_resolves_in_the_namespace(sub, dist):
+    module = getattr(ds, sub)
+    assert module is importlib.import_module(f"deepseek.{sub}")
+    files = importlib.metadata.distribution(dist).files or []
+    # The module comes from the distribution that owns it, not from another one.
+    assert any(f"deepseek/{sub}/__init__.py" in str(f) for f in files) or any(
+        f.name.endswith(".pth") for f in files
+    )
+
+
+def test_only_core_ships_the_namespace_init():
+    for dist in set(SUBPACKAGES.values()):
+        files = importlib.metadata.distribution(dist).files or []
+        assert not any(str(f).replace("\\", "/") == "deepseek/__init__.py" for f in files), dist
+
+
+def test_every_distribution_registered_its_plugin():
+    provided = {
+        ("strategy", "ddp"): "deepseek-dist",
+        ("algorithm", "ptq"): "deepseek-quant",
+        ("algorithm", "l1_channel_pruning"): "deepseek-quant",
+        ("model", "bert-tiny"): "deepseek-nlp",
+        ("model", "resnet18"): "deepseek-vision",
+        ("model", "moe-mlp"): "deepseek-moe",
+        ("backend", "cpu"): "deepseek-core",
+        ("callback", "model_checkpoint"): "deepseek-core",
+    }
+    for (kind, name), dist in provided.items():
+        assert registry(kind).provider(name).distribution == dist, (kind, name)
+
+
+def test_cli_lists_all_plugins_and_env_is_clean():
+    out = subprocess.run(
+        [sys.executable, "-m", "deepseek.cli", "plugins", "--json"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    names = {p["distribution"] for p in json.loads(out.stdout)}
+    assert set(SUBPACKAGES.values()) | {"deepseek-core"} <= names
+    env = subprocess.run(
+        [sys.executable, "-m", "deepseek.utils.check_env", "--json"], capture_output=True, text=True
+    )
+    assert env.returncode == 0, env.stdout + env.stderr
+    report = json.loads(env.stdout)
+    assert "deepseek-framework" in report["distributions"] or len(report["distributions"]) >= 6

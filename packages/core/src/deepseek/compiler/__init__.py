@@ -1,0 +1,381 @@
+"""Static-graph mode: compile a model for speed, export it for deployment.
+
+``compile`` wraps :func:`torch.compile` and falls back to eager, with one clear warning,
+when the compiler cannot work on this machine. ``export`` traces a model with
+:func:`torch.export.export` and writes a deployable ``.pt2`` archive (or ``.onnx`` when
+the ``onnx`` package is installed); ``load_exported`` reads it back as a module::
+
+    >>> import torch, deepseek as ds
+    >>> model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU())
+    >>> path = ds.export(model, torch.randn(2, 4), "/tmp/mlp.pt2")
+    >>> restored = ds.load_exported(path)
+    >>> x = torch.randn(2, 4)
+    >>> torch.testing.assert_close(restored(x), model(x))
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import io
+import itertools
+import json
+import os
+import pickle
+import shutil
+import sys
+import tempfile
+import types
+import warnings
+import zipfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import torch
+from torch import nn
+
+__all__ = ["MODES", "compile", "export", "load_exported"]
+
+MODES = (None, "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+
+_Compilable = TypeVar("_Compilable", bound=Callable[..., Any])
+_warned: set[str] = set()
+
+
+def compile(
+    model: _Compilable,
+    *,
+    mode: str | None = None,
+    fullgraph: bool = False,
+    dynamic: bool | None = None,
+    backend: str | Callable[..., Any] = "inductor",
+    fallback: bool = True,
+    **options: Any,
+) -> _Compilable:
+    """Compile ``model`` with :func:`torch.compile`, or run it eagerly if that cannot work.
+
+    torch.compile only fails on the first call, deep inside its stack, when this machine
+    lacks what the backend needs (a supported Python, a C++ compiler for inductor on CPU,
+    Triton on GPU). This checks those up front: with ``fallback=True`` it warns once and
+    returns ``model`` unchanged, with ``fallback=False`` it raises a RuntimeError.
+    ``options`` are inductor options (``torch.compile(options=...)``), exclusive with ``mode``.
+
+    The compiled module shares parameters with ``model``; save ``model.state_dict()``
+    (the compiled wrapper prefixes its keys with ``_orig_mod.``).
+
+    Example::
+
+        >>> import torch, deepseek as ds
+        >>> model = torch.nn.Linear(4, 2)
+        >>> fast = ds.compile(model)  # compiles on the first call
+        >>> fast(torch.randn(3, 4)).shape
+        torch.Size([3, 2])
+    """
+    if not callable(model):
+        raise TypeError(f"ds.compile expects an nn.Module or a function, got {type(model)}")
+    if mode not in MODES:
+        raise ValueError(f"mode={mode!r} is not supported; use one of {MODES}")
+    if mode is not None and options:
+        raise ValueError(
+            f"pass either mode={mode!r} or inductor options {sorted(options)}, not both "
+            "(torch.compile accepts only one)"
+        )
+    if isinstance(backend, str) and backend not in torch.compiler.list_backends(exclude_tags=()):
+        raise ValueError(
+            f"unknown backend {backend!r}; available: {', '.join(torch.compiler.list_backends())}"
+        )
+
+    reason = _unavailable_reason(model, backend)
+    if reason is not None:
+        message = f"torch.compile cannot run here: {reason}."
+        if not fallback:
+            raise RuntimeError(f"{message} Fix that, or pass fallback=True to run eagerly.")
+        _warn_once(f"{message} ds.compile returns the model uncompiled; it runs eagerly.")
+        return model
+    return torch.compile(
+        model,
+        mode=mode,
+        fullgraph=fullgraph,
+        dynamic=dynamic,
+        backend=backend,
+        options=options or None,
+    )
+
+
+def _unavailable_reason(model: Callable[..., Any], backend: Any) -> str | None:
+    """Why torch.compile would fail on first call here, or None when it should work."""
+    import torch._dynamo
+
+    if not torch._dynamo.is_dynamo_supported():
+        version = ".".join(map(str, sys.version_info[:2]))
+        return f"TorchDynamo does not support Python {version} on {sys.platform}"
+    if backend != "inductor":
+        return None
+    if _device_type(model) == "cuda":
+        from torch.utils._triton import has_triton
+
+        if not has_triton():
+            return "the inductor backend needs Triton for GPU models (pip install triton)"
+        return None
+    # Inductor on CPU builds C++ kernels with the compiler named in its config ($CXX or g++).
+    import torch._inductor.config as inductor_config
+
+    candidates = [c for c in inductor_config.cpp.cxx if c]
+    if not any(shutil.which(c) for c in candidates):
+        return (
+            f"the inductor backend needs a C++ compiler on CPU and {' / '.join(candidates)} "
+            "was not found (install g++, or set CXX to a compiler)"
+        )
+    return None
+
+
+def _device_type(model: Callable[..., Any]) -> str:
+    if isinstance(model, nn.Module):
+        for tensor in itertools.chain(model.parameters(), model.buffers()):
+            return tensor.device.type
+    return "cpu"
+
+
+def _warn_once(message: str) -> None:
+    if message not in _warned:
+        _warned.add(message)
+        warnings.warn(message, UserWarning, stacklevel=3)
+
+
+def export(
+    model: nn.Module,
+    example_inputs: torch.Tensor | tuple[Any, ...] | list[Any],
+    path: str | os.PathLike[str],
+    *,
+    dynamic_shapes: Any = None,
+    format: str | None = None,
+    strict: bool = False,
+) -> Path:
+    """Trace ``model`` on ``example_inputs`` and write a deployable artifact to ``path``.
+
+    The model is traced in eval mode (what deployment runs); each submodule's train/eval
+    state is restored afterwards. The default format is a :func:`torch.export.save`
+    archive (use a ``.pt2`` suffix); ``format="onnx"`` or a ``.onnx`` suffix writes ONNX
+    instead (needs ``pip install onnx onnxscript``). ``dynamic_shapes`` is passed to
+    torch.export; for a single tensor input, ``{0: torch.export.Dim("batch")}`` is enough.
+    The file is written to a temporary name and renamed, so a failure never leaves a
+    half-written artifact.
+
+    Example::
+
+        >>> import torch, deepseek as ds
+        >>> model = torch.nn.Linear(4, 2)
+        >>> batch = torch.export.Dim("batch")
+        >>> path = ds.export(model, torch.randn(3, 4), "/tmp/linear.pt2",
+        ...                  dynamic_shapes={0: batch})
+        >>> ds.load_exported(path)(torch.randn(7, 4)).shape
+        torch.Size([7, 2])
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"ds.export expects an nn.Module, got {type(model)}")
+    inputs = _as_input_tuple(example_inputs)
+    if isinstance(example_inputs, torch.Tensor) and _is_dim_spec(dynamic_shapes):
+        dynamic_shapes = (dynamic_shapes,)  # the spec of the one tensor, not of the inputs
+    path = Path(path)
+    onnx = _is_onnx(path, format)
+    if onnx:
+        _require("onnx", "onnxscript", purpose="ONNX export")
+
+    states = {module: module.training for module in model.modules()}
+    model.eval()
+    try:
+        artifact = _trace(model, inputs, dynamic_shapes, strict, onnx)
+    finally:
+        for module, training in states.items():
+            module.train(training)
+
+    if onnx:
+        _write_atomically(path, lambda tmp: artifact.save(str(tmp)))
+    else:
+        _write_atomically(path, lambda tmp: torch.export.save(artifact, tmp))
+    return path
+
+
+def _as_input_tuple(example_inputs: Any) -> tuple[Any, ...]:
+    if isinstance(example_inputs, torch.Tensor):
+        return (example_inputs,)
+    if isinstance(example_inputs, (tuple, list)):
+        return tuple(example_inputs)
+    raise TypeError(
+        "example_inputs must be a tensor or a tuple of the model's positional inputs, "
+        f"got {type(example_inputs).__name__}"
+    )
+
+
+def _is_dim_spec(dynamic_shapes: Any) -> bool:
+    return isinstance(dynamic_shapes, dict) and all(isinstance(k, int) for k in dynamic_shapes)
+
+
+def _is_onnx(path: Path, format: str | None) -> bool:
+    if format not in (None, "pt2", "onnx"):
+        raise ValueError(f"format={format!r} is not supported; use 'pt2', 'onnx' or None")
+    suffix_is_onnx = path.suffix.lower() == ".onnx"
+    if format is not None and (format == "onnx") != suffix_is_onnx:
+        # load_exported picks the reader by suffix, so the two must agree.
+        raise ValueError(
+            f"format={format!r} does not match the file name {path.name!r}: "
+            "ONNX files must end in .onnx, torch.export archives must not (use .pt2)"
+        )
+    return suffix_is_onnx
+
+
+def _trace(
+    model: nn.Module, inputs: tuple[Any, ...], dynamic_shapes: Any, strict: bool, onnx: bool
+) -> Any:
+    try:
+        if onnx:
+            return torch.onnx.export(
+                model, inputs, dynamo=True, dynamic_shapes=dynamic_shapes, verbose=False
+            )
+        return torch.export.export(model, inputs, dynamic_shapes=dynamic_shapes, strict=strict)
+    except Exception as exc:
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise RuntimeError(
+            f"ds.export could not trace {type(model).__name__} "
+            f"({type(exc).__name__}: {first_line}). If the error is about shapes or "
+            "constraints, check dynamic_shapes against example_inputs (or relax it with "
+            "torch.export.Dim.AUTO); Python branches on tensor values must become "
+            "torch.cond; strict=True/False switches tracers. Torch's full error is above."
+        ) from exc
+
+
+def _write_atomically(path: Path, write: Callable[[Path], None]) -> None:
+    """Write into a private temp dir next to ``path``, then rename into place.
+
+    A directory rather than a temp file because ONNX may write side files
+    (external weights) named after the destination, which must keep their final names.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp_dir = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    try:
+        write(tmp_dir / path.name)
+        # The main file last: once it appears, its side files are already in place.
+        for written in sorted(tmp_dir.iterdir(), key=lambda p: p.name == path.name):
+            os.replace(written, path.parent / written.name)
+    finally:
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+
+
+def load_exported(path: str | os.PathLike[str], *, trusted: bool = False) -> nn.Module:
+    """Load what :func:`export` wrote: a callable module with the model's forward.
+
+    ``.pt2`` archives come back as torch.export's module. torch.export.load unpickles
+    some payloads (tensor subclasses, custom objects, inputs that plain tensor loading
+    rejects), which can run arbitrary code, so such archives are refused unless
+    ``trusted=True``. ``.onnx`` files run with onnxruntime (``pip install onnxruntime``).
+
+    Example::
+
+        >>> import torch, deepseek as ds
+        >>> path = ds.export(torch.nn.Linear(4, 2), torch.randn(3, 4), "/tmp/lin.pt2")
+        >>> ds.load_exported(path)(torch.randn(3, 4)).shape
+        torch.Size([3, 2])
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"no exported model at {path}")
+    if not path.is_file():
+        raise IsADirectoryError(f"{path} is a directory; pass the exported .pt2 or .onnx file")
+    if path.suffix.lower() == ".onnx":
+        return _OnnxRuntimeModule(path)
+
+    _check_archive(path, trusted)
+    try:
+        return torch.export.load(path).module()
+    except Exception as exc:
+        raise ValueError(
+            f"{path} could not be loaded as a torch.export archive "
+            f"({type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc) else ''}); "
+            f"it may come from another torch version than {torch.__version__}: "
+            "re-export it with ds.export"
+        ) from exc
+
+
+def _check_archive(path: Path, trusted: bool) -> None:
+    """Refuse files that are not torch.export archives, and (untrusted) pickled payloads."""
+    not_archive = f"{path} is not a torch.export archive (.pt2 written by ds.export)"
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+            if not any(
+                n.endswith(("/archive_format", "serialized_exported_program.json")) for n in names
+            ):
+                raise ValueError(f"{not_archive}: it is a zip file without an exported program")
+            pickled = [] if trusted else _pickled_entries(archive, names)
+    except zipfile.BadZipFile:
+        raise ValueError(f"{not_archive}: it is not a zip archive, or it is truncated") from None
+    if pickled:
+        raise ValueError(
+            f"{path} holds pickled objects ({', '.join(pickled[:3])}) that loading would "
+            "unpickle, which can run arbitrary code. Pass trusted=True only if you trust "
+            "where the file comes from."
+        )
+
+
+def _pickled_entries(archive: zipfile.ZipFile, names: list[str]) -> list[str]:
+    pickled = []
+    for name in names:
+        if name.endswith("_config.json"):
+            # Weight/constant index: raw tensor payloads are safe; anything else is pickled.
+            for fqn, meta in json.loads(archive.read(name)).get("config", {}).items():
+                if meta.get("use_pickle") or not meta.get("path_name", "").startswith(
+                    ("weight_", "tensor_")
+                ):
+                    pickled.append(fqn)
+        elif name.endswith(".pt"):
+            # torch.save blobs (sample inputs, older layouts): torch retries with
+            # weights_only=False when weights_only=True fails, so only allow safe ones.
+            try:
+                torch.load(io.BytesIO(archive.read(name)), weights_only=True)
+            except (pickle.UnpicklingError, RuntimeError, ValueError, EOFError):
+                pickled.append(name)
+    return pickled
+
+
+def _require(*modules: str, purpose: str) -> None:
+    missing = [m for m in modules if importlib.util.find_spec(m) is None]
+    if missing:
+        raise ImportError(f"{purpose} needs {', '.join(missing)}: pip install {' '.join(modules)}")
+
+
+class _OnnxRuntimeModule(nn.Module):
+    """An ONNX file run by onnxruntime on CPU, called with and returning torch tensors."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__()
+        _require("onnxruntime", purpose="loading an ONNX model")
+        import onnxruntime
+
+        try:
+            self.session = onnxruntime.InferenceSession(
+                str(path), providers=["CPUExecutionProvider"]
+            )
+        except Exception as exc:
+            raise ValueError(f"{path} is not a valid ONNX model: {exc}") from exc
+        self.input_names = [i.name for i in self.session.get_inputs()]
+
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:
+        if len(inputs) != len(self.input_names):
+            raise TypeError(
+                f"the ONNX model takes {len(self.input_names)} inputs "
+                f"({', '.join(self.input_names)}), got {len(inputs)}"
+            )
+        feeds = {n: t.detach().cpu().numpy() for n, t in zip(self.input_names, inputs)}
+        outputs = [torch.from_numpy(o) for o in self.session.run(None, feeds)]
+        return outputs[0] if len(outputs) == 1 else tuple(outputs)
+
+
+class _CallableModule(types.ModuleType):
+    """Importing ``deepseek.compile`` binds this module to the name ``ds.compile``, hiding the
+    function of the same name; making the module callable keeps ``ds.compile(model)`` working."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return compile(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

@@ -1,0 +1,1 @@
+"""Model files, one model per file (``bert.py``)."""

@@ -1,0 +1,5 @@
+"""Loss functions for segmentation."""
+
+from deepseek.vision.losses.dice import DiceLoss
+
+__all__ = ["DiceLoss"]
