@@ -91,6 +91,8 @@ def save_checkpoint(
         {'global_step': 10}
     """
     path = Path(path).expanduser()
+    if path.name in ("", ".", ".."):
+        raise ValueError(f"save_checkpoint needs a path ending in a directory name, got {path}")
     check_tensor_dict(model_state)
     if trainer_state is not None and not isinstance(trainer_state, Mapping):
         raise TypeError(
@@ -121,10 +123,12 @@ def save_checkpoint(
 def load_checkpoint(path: PathLike, map_location: str | torch.device = "cpu") -> Checkpoint:
     """Load and validate a checkpoint written by ``save_checkpoint``.
 
-    Tensors land on ``map_location``. Raises FileNotFoundError when ``path`` does not
-    exist, and CheckpointError (a ValueError) when it is not a DeepSeek checkpoint, is
-    incomplete or corrupted, was written by a newer format, or its trainer state would
-    need to execute code to load (it is only ever read with ``weights_only=True``).
+    Tensors land on ``map_location``; on the CPU, weights are mapped from
+    ``model.safetensors`` copy-on-write and read on first use. Raises FileNotFoundError
+    when ``path`` does not exist, and CheckpointError (a ValueError) when it is not a
+    DeepSeek checkpoint, is incomplete or corrupted, was written by a newer format, or its
+    trainer state would need to execute code to load (it is only ever read with
+    ``weights_only=True``).
 
     Example:
         >>> import tempfile, torch
