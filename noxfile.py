@@ -45,7 +45,7 @@ def editable(*dirs: str) -> list[str]:
 @nox.parametrize("package", list(PACKAGES))
 def tests(session: nox.Session, package: str) -> None:
     """One package's tests in a venv holding only it and its declared dependencies."""
-    dirs = ["packages/core", *(f"packages/{d}" for d in PACKAGES[package])]
+    dirs = ["packages/core[test]", *(f"packages/{d}" for d in PACKAGES[package])]
     if package != "core":
         dirs.append(f"packages/{package}")
     install(session, "pytest", *editable(*dirs))

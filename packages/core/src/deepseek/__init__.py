@@ -136,9 +136,13 @@ def __getattr__(name: str) -> Any:
 def _import_optional(name: str) -> Any:
     try:
         return importlib.import_module(f"{__name__}.{name}")
-    except ImportError as exc:
+    except MissingDistributionError as exc:
         # Re-raise without the import machinery's frames: the message says what to do.
-        raise ImportError(str(exc), name=exc.name) from None
+        raise MissingDistributionError(str(exc), name=exc.name) from None
+
+
+class MissingDistributionError(ImportError):
+    """``deepseek.<sub>`` whose distribution is not installed."""
 
 
 class _MissingDistributionFinder(importlib.abc.MetaPathFinder):
@@ -149,7 +153,7 @@ class _MissingDistributionFinder(importlib.abc.MetaPathFinder):
         prefix, _, sub = fullname.partition(".")
         if prefix == __name__ and sub in OPTIONAL_SUBPACKAGES:
             dist = OPTIONAL_SUBPACKAGES[sub]
-            raise ImportError(
+            raise MissingDistributionError(
                 f"{fullname} needs the {dist} package: pip install {dist}", name=fullname
             )
         return None

@@ -22,7 +22,8 @@ from deepseek.plugins.registry import registry
 
 __all__ = ["Backend", "available", "get", "names"]
 
-_instances: dict[str, Backend] = {}
+# Keyed by the record, so an override registered later builds its own instance.
+_instances: dict[object, Backend] = {}
 
 
 def names() -> list[str]:
@@ -32,7 +33,7 @@ def names() -> list[str]:
 
 def _instance(name: str) -> Backend:
     spec = registry("backend").get(name)
-    if spec.name not in _instances:
+    if spec not in _instances:
         backend = spec.create()
         if not isinstance(backend, Backend):
             dist = registry("backend").provider(spec.name).distribution
@@ -40,8 +41,8 @@ def _instance(name: str) -> Backend:
                 f"backend {spec.name!r} (from {dist}) built a {type(backend).__name__}, "
                 "not a deepseek.backends.Backend"
             )
-        _instances[spec.name] = backend
-    return _instances[spec.name]
+        _instances[spec] = backend
+    return _instances[spec]
 
 
 def available() -> list[Backend]:
@@ -58,7 +59,14 @@ def get(name: str | Backend = "auto") -> Backend:
     if isinstance(name, Backend):
         return name
     if isinstance(name, str) and name.strip().lower() == "auto":
-        return available()[0]
+        found = available()
+        if not found:
+            raise RuntimeError(
+                "no backend is available: registered backends are "
+                f"{names() or '(none)'}. Is the deepseek-core plugin disabled "
+                "(DEEPSEEK_DISABLED_PLUGINS / DEEPSEEK_PLUGINS)?"
+            )
+        return found[0]
     backend = _instance(name)
     if not backend.is_available():
         others = ", ".join(b.name for b in available())

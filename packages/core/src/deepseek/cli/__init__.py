@@ -18,7 +18,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"deepseek {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     manager = get_plugin_manager()
-    for impl in reversed(manager.hook.deepseek_cli.get_hookimpls()):
+    for impl in manager.hook.deepseek_cli.get_hookimpls():  # registration order: core first
         try:
             impl.function(subparsers=subparsers)
         except Exception as exc:  # noqa: BLE001 - one broken plugin must not hide the CLI

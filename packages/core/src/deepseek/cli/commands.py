@@ -24,9 +24,10 @@ def run_plugins(args: argparse.Namespace) -> int:
     from deepseek.plugins.registry import PLURAL
 
     records = plugins()
+    failed = [r for r in records if r.status == "failed"]
     if args.json:
         print(json.dumps([r.__dict__ for r in records], indent=2, default=str))
-        return 0
+        return 1 if failed else 0
     for rec in records:
         print(f"{rec.name}  ({rec.distribution} {rec.version})  {rec.status}")
         if rec.error:
@@ -36,7 +37,6 @@ def run_plugins(args: argparse.Namespace) -> int:
             for name in names:
                 description = reg.get(name).description if name in reg else ""
                 print(f"    {PLURAL[kind]:<11} {name:<20} {description}")
-    failed = [r for r in records if r.status == "failed"]
     return 1 if failed else 0
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import difflib
 import functools
 import importlib.metadata
+import itertools
 import os
 import threading
 import warnings
@@ -42,6 +43,7 @@ FIRST_PARTY_DISTRIBUTIONS = frozenset(
 )
 
 ENTRY_POINT_GROUP = "deepseek"
+_SERIALS = itertools.count()
 
 
 class PluginError(Exception):
@@ -101,6 +103,7 @@ class PluginManager(pluggy.PluginManager):
         super().__init__(hookspecs.PROJECT_NAME)
         self.add_hookspecs(hookspecs)
         self.records: dict[str, PluginRecord] = {}
+        self.serial = next(_SERIALS)  # tells managers apart (ids of dead objects get reused)
         self.generation = 0  # bumped on every change; registries rebuild when it moves
         self._lock = threading.RLock()
 
@@ -136,10 +139,12 @@ class PluginManager(pluggy.PluginManager):
                 continue
             if ep.name in self.records:
                 other = self.records[ep.name]
+                # Keep the first plugin's record; file the rejected one under its own key.
+                record.name = f"{ep.name} ({dist})"
                 self._fail(
                     record,
-                    f"plugin name {ep.name!r} is already used by {other.distribution}; "
-                    "rename one entry point",
+                    f"uses the plugin name {ep.name!r}, already used by {other.distribution}; "
+                    "one of them must rename its entry point",
                 )
                 continue
             try:
@@ -162,6 +167,12 @@ class PluginManager(pluggy.PluginManager):
         except Exception as exc:  # noqa: BLE001 - pluggy validation errors, duplicates
             self._fail(record, f"could not be registered: {exc}")
             return
+        self._check_hooks(plugin, record)
+        self.records[record.name] = record
+        self.generation += 1
+
+    def _check_hooks(self, plugin: Any, record: PluginRecord) -> None:
+        """Report hooks no spec declares (usually misspellings), like tox's check_pending."""
         record.unknown_hooks = self._unknown_hooks(plugin)
         for hook in record.unknown_hooks:
             known = [h for h in dir(hookspecs) if h.startswith("deepseek_")]
@@ -171,8 +182,6 @@ class PluginManager(pluggy.PluginManager):
                 f"plugin {record.name!r} ({record.distribution}) implements {hook!r}, "
                 f"which is not a deepseek hook{hint}; it is ignored"
             )
-        self.records[record.name] = record
-        self.generation += 1
 
     def _unknown_hooks(self, plugin: Any) -> list[str]:
         unknown = []
@@ -219,8 +228,11 @@ class PluginManager(pluggy.PluginManager):
                 )
             module = getattr(plugin, "__module__", None) or getattr(plugin, "__name__", "?")
             record = PluginRecord(name, "<runtime>", "-", str(module), False, status="runtime")
-            self.register(plugin, name=name)
-            record.unknown_hooks = self._unknown_hooks(plugin)
+            try:
+                self.register(plugin, name=name)
+            except pluggy.PluginValidationError as exc:
+                raise PluginError(f"plugin {name!r} cannot be registered: {exc}") from None
+            self._check_hooks(plugin, record)
             self.records[name] = record
             self.generation += 1
             return name

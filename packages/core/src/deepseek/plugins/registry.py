@@ -8,8 +8,8 @@ installed provides it, the ``pip install`` line.
 from __future__ import annotations
 
 import dataclasses
-import importlib.metadata
 import difflib
+import importlib.metadata
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -83,7 +83,7 @@ class Registry:
         self._index: dict[str, Spec] = {}
         self._providers: dict[str, PluginRecord] = {}
         self._generation = -1
-        self._manager_id = 0
+        self._manager_serial = -1
 
     @property
     def manager(self) -> PluginManager:
@@ -92,7 +92,7 @@ class Registry:
     # -- building --------------------------------------------------------------------
     def _ensure(self) -> None:
         manager = self.manager
-        if self._generation == manager.generation and self._manager_id == id(manager):
+        if self._generation == manager.generation and self._manager_serial == manager.serial:
             return
         index: dict[str, Spec] = {}
         providers: dict[str, PluginRecord] = {}
@@ -104,7 +104,7 @@ class Registry:
             for spec in self._call(manager, impl, record):
                 self._add(index, providers, spec, record)
         self._index, self._providers = index, providers
-        self._generation, self._manager_id = manager.generation, id(manager)
+        self._generation, self._manager_serial = manager.generation, manager.serial
 
     @staticmethod
     def _order(manager: PluginManager, impl: Any) -> int:
@@ -128,6 +128,9 @@ class Registry:
                 f"{where} returned {type(result).__name__} from {self.hook_name}(); "
                 f"expected a list of {self.spec_type.__name__}"
             )
+            return []
+        except Exception as exc:  # noqa: BLE001 - a generator hook that raises midway
+            manager.report(f"{where} raised in {self.hook_name}(): {type(exc).__name__}: {exc}")
             return []
         valid = []
         for item in items:

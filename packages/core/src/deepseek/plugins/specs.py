@@ -8,6 +8,7 @@ one of the same name from another distribution instead of being reported as a co
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -73,6 +74,9 @@ class ModelSpec(Spec):
     kind = "model"
 
 
+_TARGET = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
+
+
 def deferred(target: str) -> Callable[..., Any]:
     """A factory that imports ``"package.module:attribute"`` only when first called.
 
@@ -80,8 +84,8 @@ def deferred(target: str) -> Callable[..., Any]:
 
         BackendSpec("cuda", deferred("deepseek.backends.cuda:CUDABackend"), "NVIDIA GPUs")
     """
-    module_name, sep, attr = target.partition(":")
-    if not sep or not module_name or not attr:
+    module_name, _, attr = target.partition(":")
+    if not _TARGET.fullmatch(target):
         raise ValueError(
             f"deferred target must look like 'package.module:attribute', got {target!r}"
         )

@@ -84,7 +84,7 @@ def collect(requested_backend: str | None = None) -> dict[str, Any]:
                     Problem("error", f"backend {name!r} failed: {exc}", "reinstall its plugin")
                 )
         auto = backends.get("auto").name
-    except PluginError as exc:
+    except (PluginError, RuntimeError) as exc:
         problems.append(Problem("error", str(exc), "see the message"))
         auto = None
 
