@@ -101,18 +101,22 @@ def lint(session: nox.Session) -> None:
 
 @nox.session
 def demo(session: nox.Session) -> None:
-    """The README's main job: the quickstart training run (then a resume)."""
+    """The README's main job: the quickstart, stopped after 4 epochs, then resumed from its
+    last checkpoint to the end; then the profiler's report on the same job."""
     install(session, *editable("packages/core[examples]"))
     session.run("deepseek", "env")
     out = Path(session.create_tmp()) / "quickstart"
     shutil.rmtree(out, ignore_errors=True)
-    session.run("deepseek", "train", "examples/quickstart.yaml", "--set", f"output_dir={out}")
+    job = ["deepseek", "train", "examples/quickstart.yaml", "--set", f"output_dir={out}"]
+    session.run(*job, "--set", "trainer.max_epochs=4")
+    session.run(*job, "--set", "trainer.resume=last")
+    session.run("deepseek", "profile", "examples/quickstart.yaml", "--set", f"output_dir={out}")
 
 
 @nox.session
 def bench(session: nox.Session) -> None:
     """Every benchmark in benchmarks/ (long; not part of the default run)."""
     install(session, *editable(*(f"packages/{p}" for p in PACKAGES)))
-    install(session, "packages/core[examples]")
+    install(session, "-e", str(ROOT / "packages/core[examples]"), "lightning")
     for script in sorted((ROOT / "benchmarks").glob("bench_*.py")):
         session.run("python", str(script), *session.posargs)
