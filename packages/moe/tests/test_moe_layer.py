@@ -180,3 +180,15 @@ def test_plugin_is_discovered_through_its_entry_point():
     assert isinstance(model, MoEClassifier)
     assert model(torch.randn(4, 20)).shape == (4, 3)
     assert model.aux_loss is not None
+
+
+def test_layer_copies_after_a_forward_without_its_graph():
+    import copy
+
+    layer = MoELayer(d_model=8, d_hidden=16, num_experts=4, top_k=2)
+    layer(torch.randn(5, 8)).sum().backward()
+    assert layer.aux_loss is not None
+    clone = copy.deepcopy(layer)  # the stored aux_loss is a non-leaf graph tensor
+    assert clone.aux_loss is None
+    x = torch.randn(3, 8)
+    torch.testing.assert_close(clone(x), layer(x))

@@ -75,6 +75,13 @@ class MoELayer(nn.Module):
         self.experts = nn.ModuleList(Expert(d_model, d_hidden) for _ in range(num_experts))
         self.aux_loss: torch.Tensor | None = None
 
+    def __getstate__(self) -> dict:
+        # aux_loss is part of the last forward's autograd graph; copies and pickles of the
+        # layer (deepcopy, quantization, torch.save) must not carry it.
+        state = self.__dict__.copy()
+        state["aux_loss"] = None
+        return state
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not isinstance(x, torch.Tensor) or not x.is_floating_point():
             raise TypeError(f"MoELayer expects a floating tensor, got {_describe(x)}")
