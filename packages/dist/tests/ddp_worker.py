@@ -35,6 +35,21 @@ def make_dataset(world_size: int = 2) -> TensorDataset:
     )
 
 
+class WithTrainingStep(nn.Module):
+    """A Lightning-style module: the loss comes from training_step, not from loss_fn."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = make_model()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+    def training_step(self, batch) -> torch.Tensor:
+        x, y = batch
+        return F.mse_loss(self(x), y)
+
+
 def flat_grad(model: nn.Module) -> torch.Tensor:
     return torch.cat([p.grad.reshape(-1) for p in model.parameters()]).clone()
 
@@ -119,6 +134,22 @@ def main(out_dir: Path) -> None:
     trainer.fit()
     result["trainer_state"] = trainer.strategy.model_state_dict(trainer.model)
     result["trainer_steps"] = trainer.global_step
+
+    # training_step must run through DDP's forward, or the ranks' gradients never sync.
+    stepped = ds.Trainer(
+        WithTrainingStep(),
+        torch.optim.SGD,
+        optimizer_kwargs={"lr": LR},
+        train_data=make_dataset(),
+        batch_size=PER_RANK_BATCH,
+        strategy="ddp",
+        max_epochs=1,
+        seed=0,
+        enable_progress_bar=False,
+        default_root_dir=None,
+    )
+    stepped.fit()
+    result["training_step_state"] = stepped.strategy.model_state_dict(stepped.model)
 
     # A second strategy reuses the existing group and must not destroy it.
     guest = registry("strategy").create("ddp")

@@ -164,6 +164,18 @@ def test_trainer_with_strategy_ddp_matches_single_process(ranks: list[dict]) -> 
         assert_states_close(result["trainer_state"], reference.model.state_dict())
 
 
+def test_training_step_models_sync_gradients_under_ddp(ranks: list[dict]) -> None:
+    reference = ds.Trainer(
+        worker.WithTrainingStep(), torch.optim.SGD, optimizer_kwargs={"lr": worker.LR},
+        train_data=worker.make_dataset(), batch_size=2 * worker.PER_RANK_BATCH,
+        max_epochs=1, seed=0, enable_progress_bar=False, default_root_dir=None,
+    )  # fmt: skip
+    reference.fit()
+    expected = reference.strategy.model_state_dict(reference.model)
+    assert_states_close(ranks[0]["training_step_state"], ranks[1]["training_step_state"])
+    assert_states_close(ranks[0]["training_step_state"], expected)
+
+
 # --- errors (no process group needed) ------------------------------------------------
 
 

@@ -39,6 +39,39 @@ NAN_POLICIES = ("raise", "skip", None)
 LossFn = Callable[[Any, Any], torch.Tensor]
 
 
+_STEP_METHODS = ("training_step", "validation_step", "predict_step")
+
+
+class StepDispatch(nn.Module):
+    """Routes ``model(batch, "training_step")`` to ``model.training_step(batch)`` and any
+    other call to the model's forward, so that wrappers which act in ``forward`` (DDP's
+    gradient sync, torch.compile) also see the step methods. ``state_dict`` keys and
+    ``Strategy.unwrap`` see through it (the wrapped model is ``.module``)."""
+
+    def __init__(self, module: nn.Module) -> None:
+        super().__init__()
+        self.module = module
+        self._register_state_dict_hook(_strip_module_prefix)
+        self._register_load_state_dict_pre_hook(_add_module_prefix)
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        if len(args) == 2 and isinstance(args[1], str) and args[1] in _STEP_METHODS:
+            return getattr(self.module, args[1])(args[0])
+        return self.module(*args, **kwargs)
+
+
+def _strip_module_prefix(module: nn.Module, state: dict, prefix: str, local: Any) -> None:
+    for key in list(state):
+        if key.startswith(prefix + "module."):
+            state[prefix + key[len(prefix) + len("module.") :]] = state.pop(key)
+
+
+def _add_module_prefix(state: dict, prefix: str, *args: Any) -> None:
+    for key in list(state):
+        if key.startswith(prefix) and not key.startswith(prefix + "module."):
+            state[prefix + "module." + key[len(prefix) :]] = state.pop(key)
+
+
 class Metrics(dict):
     """Latest value of each logged metric. Values are stored as 0-d tensors (no device
     sync on the hot path) and read back as Python floats."""
@@ -176,6 +209,8 @@ class Trainer:
             from deepseek.nn.activation_checkpointing import apply_activation_checkpointing
 
             model = apply_activation_checkpointing(model, gradient_checkpointing)
+        if any(hasattr(model, step) for step in _STEP_METHODS):
+            model = StepDispatch(model)
         self.model = self.strategy.setup_model(model)
         self.optimizer = self.strategy.setup_optimizer(
             _resolve_optimizer(optimizer, optimizer_kwargs, self.model)
@@ -411,7 +446,7 @@ class Trainer:
             batch = self.strategy.batch_to_device(batch)
             with self.precision.autocast():
                 if hasattr(self.unwrapped_model, "predict_step"):
-                    out = self.unwrapped_model.predict_step(batch)
+                    out = self.model(batch, "predict_step")
                 else:
                     inputs = batch[0] if isinstance(batch, (list, tuple)) else batch
                     out = self._forward(inputs)
@@ -437,9 +472,8 @@ class Trainer:
     def _training_loss(self, batch: Any) -> torch.Tensor:
         user_model = self.unwrapped_model
         if hasattr(user_model, "training_step"):
-            # Lightning-style: the module computes its own loss. It runs un-wrapped
-            # only under the single strategy; DDP needs the wrapper's forward.
-            return _extract_loss(user_model.training_step(batch), "training_step")
+            # Through the wrappers' forward (StepDispatch), so DDP syncs the gradients.
+            return _extract_loss(self.model(batch, "training_step"), "training_step")
         if self.loss_fn is not None:
             inputs, target = self._split(batch)
             if target is None:
@@ -454,7 +488,7 @@ class Trainer:
     def _validation_values(self, batch: Any) -> dict[str, torch.Tensor]:
         user_model = self.unwrapped_model
         if hasattr(user_model, "validation_step"):
-            out = user_model.validation_step(batch)
+            out = self.model(batch, "validation_step")
             if isinstance(out, Mapping):
                 return {k.removeprefix("val_"): torch.as_tensor(v) for k, v in out.items()}
             return {"loss": _extract_loss(out, "validation_step")}
@@ -466,7 +500,7 @@ class Trainer:
                 values[name] = torch.as_tensor(fn(output, target))
             return values
         if hasattr(user_model, "training_step"):
-            return {"loss": _extract_loss(user_model.training_step(batch), "training_step")}
+            return {"loss": _extract_loss(self.model(batch, "training_step"), "training_step")}
         return {"loss": _extract_loss(self._forward(batch), "the model's forward")}
 
     def _check_loss(self, loss: torch.Tensor) -> bool:
