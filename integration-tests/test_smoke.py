@@ -15,15 +15,7 @@ import torch
 import deepseek as ds
 from deepseek.plugins import registry
 
-SUBPACKAGES = {
-    "distributed": "deepseek-dist",
-    "quantization": "deepseek-quant",
-    "pruning": "deepseek-quant",
-    "distillation": "deepseek-quant",
-    "nlp": "deepseek-nlp",
-    "vision": "deepseek-vision",
-    "moe": "deepseek-moe",
-}
+SUBPACKAGES = ds.OPTIONAL_SUBPACKAGES  # subpackage -> the distribution that ships it
 
 
 def test_readme_snippet():

@@ -9,7 +9,6 @@ the step was skipped because gradients overflowed (fp16 only; counted in
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -27,13 +26,11 @@ class Precision:
         self.device_type = backend.device_type if backend is not None else "cpu"
         self.skipped_steps = 0
 
-    @contextlib.contextmanager
-    def autocast(self) -> Iterator[None]:
+    def autocast(self) -> contextlib.AbstractContextManager:
+        """The context the forward pass runs in (a no-op in full precision)."""
         if self.dtype is None:
-            yield
-        else:
-            with torch.autocast(self.device_type, dtype=self.dtype):
-                yield
+            return contextlib.nullcontext()
+        return torch.autocast(self.device_type, dtype=self.dtype)
 
     def backward(self, loss: torch.Tensor) -> None:
         loss.backward()

@@ -8,7 +8,7 @@ the process-group parts.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -92,20 +92,26 @@ class Strategy:
         return rebuild_dataloader(loader, sampler)
 
     def batch_to_device(self, batch: Any) -> Any:
+        if self.device.type == "cpu":
+            return batch  # DataLoader batches already live on the host
+        return self._to_device(batch)
+
+    def _to_device(self, batch: Any) -> Any:
         if isinstance(batch, torch.Tensor):
             return batch.to(self.device, non_blocking=True)
         if isinstance(batch, Mapping):
-            return type(batch)({k: self.batch_to_device(v) for k, v in batch.items()})
+            return type(batch)({k: self._to_device(v) for k, v in batch.items()})
         if isinstance(batch, tuple) and hasattr(batch, "_fields"):  # namedtuple
-            return type(batch)(*(self.batch_to_device(v) for v in batch))
+            return type(batch)(*(self._to_device(v) for v in batch))
         if isinstance(batch, (list, tuple)):
-            return type(batch)(self.batch_to_device(v) for v in batch)
+            return type(batch)(self._to_device(v) for v in batch)
         return batch
 
-    @contextlib.contextmanager
-    def no_backward_sync(self, model: nn.Module, enabled: bool) -> Iterator[None]:
+    def no_backward_sync(
+        self, model: nn.Module, enabled: bool
+    ) -> contextlib.AbstractContextManager:
         """Skip gradient synchronisation while accumulating (DDP's ``no_sync``)."""
-        yield
+        return contextlib.nullcontext()
 
     # -- checkpoints ---------------------------------------------------------------------
     def model_state_dict(self, model: nn.Module) -> dict[str, torch.Tensor]:

@@ -223,6 +223,7 @@ class Trainer:
             options = dict(compile) if isinstance(compile, Mapping) else {}
             self.model = ds_compile(self.model, **options)
 
+        self._user_model = self.strategy.unwrap(self.model)  # looked up once, used per step
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.loss_fn = loss_fn
@@ -259,7 +260,8 @@ class Trainer:
 
     @property
     def unwrapped_model(self) -> nn.Module:
-        return self.strategy.unwrap(self.model)
+        """The user's module, inside any wrapper (DDP, compile, StepDispatch)."""
+        return self._user_model
 
     def fit(
         self,
@@ -505,7 +507,13 @@ class Trainer:
 
     def _check_loss(self, loss: torch.Tensor) -> bool:
         """True when this micro-batch must be skipped (non-finite loss, policy 'skip')."""
-        if self.on_nan_loss is None or torch.isfinite(loss).all():
+        if self.on_nan_loss is None:
+            return False
+        # .item() is the cheapest check on the CPU; on an accelerator both ways sync.
+        finite = (
+            math.isfinite(loss.item()) if loss.device.type == "cpu" else bool(torch.isfinite(loss))
+        )
+        if finite:
             return False
         where = f"at step {self.global_step} (epoch {self.current_epoch}, batch {self.batch_idx})"
         if self.on_nan_loss == "raise":
