@@ -10,7 +10,7 @@ import inspect
 import math
 import os
 import warnings
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -22,20 +22,20 @@ from deepseek import backends
 from deepseek import checkpoint as ckpt
 from deepseek.callbacks.base import Callback
 from deepseek.checkpoint.format import read_meta
-from deepseek.plugins.registry import registry
 from deepseek.training.data import EpochSampler, as_dataloader
 from deepseek.training.precision import Precision
+from deepseek.training.resolve import (
+    NAN_POLICIES,
+    check_positive_int,
+    resolve_callbacks,
+    resolve_metrics,
+    resolve_optimizer,
+    resolve_precision,
+    resolve_scheduler,
+    resolve_strategy,
+)
 from deepseek.training.strategy import Strategy
 
-PRECISION_ALIASES = {
-    "32": "fp32",
-    "32-true": "fp32",
-    "16": "fp16-mixed",
-    "16-mixed": "fp16-mixed",
-    "fp16": "fp16-mixed",
-    "bf16": "bf16-mixed",
-}
-NAN_POLICIES = ("raise", "skip", None)
 LossFn = Callable[[Any, Any], torch.Tensor]
 
 
@@ -94,14 +94,6 @@ class Metrics(dict):
 
     def as_floats(self) -> dict[str, Any]:
         return dict(self.items())
-
-
-def _accuracy(output: Any, target: Any) -> torch.Tensor:
-    logits = output.logits if hasattr(output, "logits") else output
-    return (logits.argmax(dim=-1) == target).float().mean()
-
-
-BUILTIN_METRICS: dict[str, Callable[[Any, Any], torch.Tensor]] = {"accuracy": _accuracy}
 
 
 class Trainer:
@@ -165,7 +157,7 @@ class Trainer:
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         if gradient_accumulation_steps is not None:
             accumulate_grad_batches = gradient_accumulation_steps
-        _check_positive_int("accumulate_grad_batches", accumulate_grad_batches)
+        check_positive_int("accumulate_grad_batches", accumulate_grad_batches)
         for name, value in (
             ("max_epochs", max_epochs),
             ("max_steps", max_steps),
@@ -174,7 +166,7 @@ class Trainer:
             ("val_every_n_steps", val_every_n_steps),
         ):
             if value is not None:
-                _check_positive_int(name, value)
+                check_positive_int(name, value)
         if on_nan_loss not in NAN_POLICIES:
             raise ValueError(f"on_nan_loss must be one of {NAN_POLICIES}, got {on_nan_loss!r}")
         if scheduler_interval not in ("step", "epoch"):
@@ -185,9 +177,9 @@ class Trainer:
             raise ValueError(f"gradient_clip_norm must be > 0, got {gradient_clip_norm!r}")
 
         self.backend = backends.get(backend)
-        self.strategy = _resolve_strategy(strategy)
-        self.precision = _resolve_precision(precision, self.backend, precision_kwargs or {})
-        self.callbacks: list[Callback] = _resolve_callbacks(callbacks)
+        self.strategy = resolve_strategy(strategy)
+        self.precision = resolve_precision(precision, self.backend, precision_kwargs or {})
+        self.callbacks: list[Callback] = resolve_callbacks(callbacks)
         if enable_progress_bar and not any(
             type(cb).__name__ == "ProgressBar" for cb in self.callbacks
         ):
@@ -213,9 +205,9 @@ class Trainer:
             model = StepDispatch(model)
         self.model = self.strategy.setup_model(model)
         self.optimizer = self.strategy.setup_optimizer(
-            _resolve_optimizer(optimizer, optimizer_kwargs, self.model)
+            resolve_optimizer(optimizer, optimizer_kwargs, self.model)
         )
-        self.scheduler = _resolve_scheduler(scheduler, scheduler_kwargs, self.optimizer)
+        self.scheduler = resolve_scheduler(scheduler, scheduler_kwargs, self.optimizer)
         self.scheduler_interval = scheduler_interval
         if compile:
             from deepseek.compiler import compile as ds_compile
@@ -227,7 +219,7 @@ class Trainer:
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.loss_fn = loss_fn
-        self.metric_fns = _resolve_metrics(metrics)
+        self.metric_fns = resolve_metrics(metrics)
         self.max_epochs = max_epochs if max_epochs is not None or max_steps else 1
         self.max_steps = max_steps
         self.accumulate_grad_batches = accumulate_grad_batches
@@ -652,12 +644,7 @@ class Trainer:
         )
 
 
-# -- argument resolution (run once, in __init__) ---------------------------------------------
-
-
-def _check_positive_int(name: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+# -- loss and batch helpers ------------------------------------------------------------------
 
 
 def _is_number(value: Any) -> bool:
@@ -704,138 +691,6 @@ def _extract_loss(output: Any, where: str) -> torch.Tensor:
         "to the Trainer, return a scalar loss (or an object with .loss / a dict with "
         "'loss'), or define training_step(batch) on the model"
     )
-
-
-def _resolve_strategy(strategy: str | Strategy) -> Strategy:
-    if isinstance(strategy, Strategy):
-        return strategy
-    if isinstance(strategy, str):
-        return registry("strategy").create(strategy)
-    raise TypeError(
-        f"strategy must be a name like 'single' or a Strategy, got {type(strategy).__name__}"
-    )
-
-
-def _resolve_precision(
-    precision: str | Precision, backend: backends.Backend, options: Mapping[str, Any]
-) -> Precision:
-    if isinstance(precision, Precision):
-        return precision
-    if not isinstance(precision, str):
-        raise TypeError(f"precision must be a name or a Precision, got {precision!r}")
-    name = PRECISION_ALIASES.get(precision.strip().lower(), precision.strip().lower())
-    if name == "auto":
-        name = backend.best_mixed_precision()
-    spec = registry("precision").get(name)
-    dtype = {"fp16-mixed": torch.float16, "bf16-mixed": torch.bfloat16}.get(spec.name)
-    if dtype is not None and (note := backend.precision_note(dtype)):
-        warnings.warn(f"precision={spec.name!r}: {note}", stacklevel=3)
-    return spec.create(backend, **options)
-
-
-def _resolve_callbacks(callbacks: Iterable[Any]) -> list[Callback]:
-    if isinstance(callbacks, (Callback, str, Mapping)):
-        callbacks = [callbacks]
-    resolved = []
-    for cb in callbacks:
-        if isinstance(cb, Callback):
-            resolved.append(cb)
-        elif isinstance(cb, str):
-            resolved.append(registry("callback").create(cb))
-        elif isinstance(cb, Mapping):
-            options = dict(cb)
-            if "name" not in options:
-                raise ValueError(f"a callback given as a dict needs a 'name' key: {options}")
-            resolved.append(registry("callback").create(options.pop("name"), **options))
-        else:
-            raise TypeError(
-                f"callbacks must be Callback objects, names or {{name: ...}} dicts; "
-                f"got {type(cb).__name__}"
-            )
-    return resolved
-
-
-def _resolve_optimizer(
-    optimizer: Any, kwargs: Mapping[str, Any] | None, model: nn.Module
-) -> torch.optim.Optimizer:
-    if isinstance(optimizer, torch.optim.Optimizer):
-        if kwargs:
-            raise ValueError("optimizer_kwargs only apply when optimizer is a class")
-        return optimizer
-    if optimizer is None:
-        raise ValueError(
-            "an optimizer is required: pass an instance, or a class such as "
-            "torch.optim.AdamW with optimizer_kwargs={'lr': 1e-3}"
-        )
-    if isinstance(optimizer, str):
-        name = optimizer
-        optimizer = getattr(torch.optim, name, None) or next(
-            (getattr(torch.optim, n) for n in dir(torch.optim) if n.lower() == name.lower()), None
-        )
-        if not (inspect.isclass(optimizer) and issubclass(optimizer, torch.optim.Optimizer)):
-            known = sorted(
-                n
-                for n in dir(torch.optim)
-                if inspect.isclass(getattr(torch.optim, n))
-                and issubclass(getattr(torch.optim, n), torch.optim.Optimizer)
-                and n != "Optimizer"
-            )
-            raise ValueError(f"unknown optimizer {name!r}; torch.optim has: {', '.join(known)}")
-    if not callable(optimizer):
-        raise TypeError(f"optimizer must be an Optimizer or a class, got {optimizer!r}")
-    kwargs = dict(kwargs or {})
-    try:
-        params = inspect.signature(optimizer).parameters
-    except (TypeError, ValueError):
-        params = {}
-    if params and not any(p.kind is p.VAR_KEYWORD for p in params.values()):
-        unknown = [k for k in kwargs if k not in params]
-        if unknown:
-            accepted = [p for p in params if p not in ("self", "params")]
-            raise TypeError(
-                f"{getattr(optimizer, '__name__', optimizer)} does not accept "
-                f"{', '.join(map(repr, unknown))}; it accepts: {', '.join(accepted)}"
-            )
-    return optimizer([p for p in model.parameters() if p.requires_grad], **kwargs)
-
-
-def _resolve_scheduler(
-    scheduler: Any, kwargs: Mapping[str, Any] | None, optimizer: torch.optim.Optimizer
-) -> Any:
-    if scheduler is None:
-        return None
-    if isinstance(scheduler, (torch.optim.lr_scheduler.LRScheduler,
-                              torch.optim.lr_scheduler.ReduceLROnPlateau)):  # fmt: skip
-        return scheduler
-    if isinstance(scheduler, str):
-        name = scheduler
-        scheduler = getattr(torch.optim.lr_scheduler, name, None)
-        if scheduler is None:
-            raise ValueError(f"unknown scheduler {name!r}: use a torch.optim.lr_scheduler class")
-    if callable(scheduler):
-        try:
-            return scheduler(optimizer, **dict(kwargs or {}))
-        except TypeError as exc:
-            raise TypeError(f"could not build scheduler {scheduler!r}: {exc}") from None
-    raise TypeError(f"scheduler must be an LRScheduler, a class or a factory, got {scheduler!r}")
-
-
-def _resolve_metrics(metrics: Any) -> dict[str, Callable[[Any, Any], torch.Tensor]]:
-    if metrics is None:
-        return {}
-    if isinstance(metrics, Mapping):
-        return dict(metrics)
-    if isinstance(metrics, str):
-        metrics = [metrics]
-    resolved = {}
-    for name in metrics if isinstance(metrics, Sequence) else list(metrics):
-        if name not in BUILTIN_METRICS:
-            raise ValueError(
-                f"unknown metric {name!r}; built-in: {sorted(BUILTIN_METRICS)}, or pass "
-                "a dict of name -> callable(output, target)"
-            )
-        resolved[name] = BUILTIN_METRICS[name]
-    return resolved
 
 
 class MixedPrecisionTrainer(Trainer):
