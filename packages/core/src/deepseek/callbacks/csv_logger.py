@@ -74,8 +74,8 @@ class CSVLogger(Callback):
     def on_train_epoch_end(self, trainer: Trainer) -> None:
         self.flush(trainer)
 
-    def on_fit_end(self, trainer: Trainer) -> None:
-        self.flush(trainer)
+    def teardown(self, trainer: Trainer, stage: str) -> None:
+        self.flush(trainer)  # also after an exception: keep the rows logged so far
 
     def flush(self, trainer: Trainer) -> None:
         if not trainer.is_global_zero or not self.rows:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from typing import TYPE_CHECKING, Any
 
 from deepseek.callbacks.base import Callback
@@ -42,6 +43,14 @@ class EarlyStopping(Callback):
         if self.mode == "min":
             return value < self.best - self.min_delta
         return value > self.best + self.min_delta
+
+    def on_fit_start(self, trainer: Trainer) -> None:
+        if trainer.val_data is None:
+            warnings.warn(
+                f"EarlyStopping monitors {self.monitor!r} but the Trainer has no val_data, "
+                "so it never runs; pass val_data",
+                stacklevel=2,
+            )
 
     def on_validation_end(self, trainer: Trainer) -> None:
         if self.monitor not in trainer.metrics:

@@ -25,6 +25,14 @@ class ProgressBar(Callback):
     """
 
     def __init__(self, enabled: bool | None = None, refresh_every_n_steps: int = 1) -> None:
+        if (
+            isinstance(refresh_every_n_steps, bool)
+            or not isinstance(refresh_every_n_steps, int)
+            or refresh_every_n_steps < 1
+        ):
+            raise ValueError(
+                f"refresh_every_n_steps must be a positive int, got {refresh_every_n_steps!r}"
+            )
         self.enabled = enabled
         self.refresh_every_n_steps = refresh_every_n_steps
         self._bar: Any = None
@@ -55,7 +63,7 @@ class ProgressBar(Callback):
             return
         self._samples += _batch_size(batch)
         self._bar.update(1)
-        if trainer.batch_idx % self.refresh_every_n_steps == 0:
+        if trainer.optimizer_stepped and trainer.global_step % self.refresh_every_n_steps == 0:
             elapsed = max(time.perf_counter() - self._t0, 1e-9)
             self._bar.set_postfix(
                 loss=f"{float(outputs['loss']):.4f}",

@@ -21,6 +21,7 @@ from torch.utils.data import DataLoader
 from deepseek import backends
 from deepseek import checkpoint as ckpt
 from deepseek.callbacks.base import Callback
+from deepseek.callbacks.progress import ProgressBar
 from deepseek.checkpoint.format import read_meta
 from deepseek.training.data import EpochSampler, as_dataloader
 from deepseek.training.precision import Precision
@@ -180,11 +181,7 @@ class Trainer:
         self.strategy = resolve_strategy(strategy)
         self.precision = resolve_precision(precision, self.backend, precision_kwargs or {})
         self.callbacks: list[Callback] = resolve_callbacks(callbacks)
-        if enable_progress_bar and not any(
-            type(cb).__name__ == "ProgressBar" for cb in self.callbacks
-        ):
-            from deepseek.callbacks.progress import ProgressBar
-
+        if enable_progress_bar and not any(isinstance(cb, ProgressBar) for cb in self.callbacks):
             self.callbacks.append(ProgressBar())
 
         self.seed = seed
@@ -267,8 +264,12 @@ class Trainer:
         ``ModelCheckpoint`` (starting fresh, with a warning, when there is none);
         a path continues from that checkpoint, mid-epoch if it was saved mid-epoch.
         """
-        train_loader = self._train_loader(train_data if train_data is not None else self.train_data)
-        val_loader = self._eval_loader(val_data if val_data is not None else self.val_data)
+        if train_data is not None:
+            self.train_data = train_data
+        if val_data is not None:
+            self.val_data = val_data
+        train_loader = self._train_loader(self.train_data)
+        val_loader = self._eval_loader(self.val_data)
         self.num_training_batches = len(train_loader)
         self._run_stage("fit", lambda: self._fit_loop(train_loader, val_loader, resume))
 
