@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
+from pathlib import Path
 
 from deepseek.utils import check_env
 
@@ -84,16 +86,12 @@ def _load(args: argparse.Namespace):
 def _fail(args: argparse.Namespace, exc: BaseException) -> int:
     if args.traceback:
         raise exc
-    import sys
-
     print(f"deepseek {args.command}: error: {exc}", file=sys.stderr)
     print("(run again with --traceback for the full traceback)", file=sys.stderr)
     return 2
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from deepseek.config import dump_config
 
     try:
@@ -110,7 +108,10 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def run_profile(args: argparse.Namespace) -> int:
-    from pathlib import Path
+    """The config's job for warmup + steps optimizer steps, with a Profiler callback on
+    the last ``steps`` (checkpointing and plotting off)."""
+    from deepseek.callbacks import Profiler
+    from deepseek.config import Component
 
     try:
         config = _load(args)
@@ -118,29 +119,21 @@ def run_profile(args: argparse.Namespace) -> int:
         config.trainer.max_epochs = None
         config.trainer.resume = None
         config.plot = False
-        from deepseek.callbacks import Profiler
-        from deepseek.config import Component
-
         config.callbacks = [
             cb for cb in config.callbacks if cb.name not in ("model_checkpoint", "profiler")
         ]
-        config.callbacks.append(
-            Component(
-                "profiler",
-                {"start_step": args.warmup + 1, "end_step": args.warmup + args.steps},
-            )
-        )
-        import sys
+        # Profiler steps count like global_step (0-based): skip `warmup`, take `steps`.
+        window = {"start_step": args.warmup, "end_step": args.warmup + args.steps - 1}
+        config.callbacks.append(Component("profiler", window))
+        from deepseek.training.job import add_config_dir, build_trainer
 
-        from deepseek.training.job import build_trainer
-
-        sys.path.insert(0, str(Path(args.config).resolve().parent))
+        add_config_dir(Path(args.config).resolve().parent)
         trainer = build_trainer(config)
         trainer.fit()  # the Profiler callback prints the report and the trace path
-        profiler = next(cb for cb in trainer.callbacks if isinstance(cb, Profiler))
-        if profiler.report is None:
-            print("nothing was profiled: the run ended before the profiled steps")
-            return 1
     except JOB_ERRORS as exc:
         return _fail(args, exc)
+    profiler = next(cb for cb in trainer.callbacks if isinstance(cb, Profiler))
+    if profiler.report is None:
+        print("nothing was profiled: the run ended before the profiled steps")
+        return 1
     return 0

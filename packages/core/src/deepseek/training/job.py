@@ -156,16 +156,20 @@ def build_trainer(config: Config) -> Trainer:
     )
 
 
+def add_config_dir(config_dir: str | Path | None) -> None:
+    """Make ``module:callable`` names resolve against the YAML file's own folder."""
+    if config_dir is not None and str(config_dir) not in sys.path:
+        sys.path.insert(0, str(config_dir))
+
+
 def run_job(config: Config, config_dir: str | Path | None = None) -> dict[str, Any]:
     """Build and fit; write the curves plot; print and return the summary."""
-    if config_dir is not None and str(config_dir) not in sys.path:
-        sys.path.insert(0, str(config_dir))  # 'module:callable' next to the YAML file
+    add_config_dir(config_dir)
     trainer = build_trainer(config)
     start = time.perf_counter()
     trainer.fit(resume=config.trainer.resume)
     elapsed = time.perf_counter() - start
     csv_logger = next(cb for cb in trainer.callbacks if isinstance(cb, CSVLogger))
-    csv_logger.flush(trainer)
     plot = (
         plot_curves(csv_logger.rows, Path(config.output_dir) / "curves.png")
         if config.plot
