@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from deepseek.callbacks.base import Callback
+from deepseek.utils.validation import check_positive_int
 
 if TYPE_CHECKING:
     from deepseek.training import Trainer
@@ -32,8 +33,7 @@ class CSVLogger(Callback):
         filename: str = "metrics.csv",
         log_every_n_steps: int = 50,
     ) -> None:
-        if not isinstance(log_every_n_steps, int) or log_every_n_steps < 1:
-            raise ValueError(f"log_every_n_steps must be a positive int, got {log_every_n_steps}")
+        check_positive_int("log_every_n_steps", log_every_n_steps)
         self.save_dir = Path(save_dir) if save_dir is not None else None
         self.filename = filename
         self.log_every_n_steps = log_every_n_steps

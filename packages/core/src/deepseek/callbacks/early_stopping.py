@@ -7,6 +7,7 @@ import warnings
 from typing import TYPE_CHECKING, Any
 
 from deepseek.callbacks.base import Callback
+from deepseek.utils.validation import check_positive_int
 
 if TYPE_CHECKING:
     from deepseek.training import Trainer
@@ -29,8 +30,7 @@ class EarlyStopping(Callback):
     ) -> None:
         if mode not in ("min", "max"):
             raise ValueError(f"mode must be 'min' or 'max', got {mode!r}")
-        if not isinstance(patience, int) or patience < 1:
-            raise ValueError(f"patience must be a positive int, got {patience!r}")
+        check_positive_int("patience", patience)
         self.monitor = monitor
         self.patience = patience
         self.mode = mode

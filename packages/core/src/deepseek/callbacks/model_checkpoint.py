@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from deepseek.callbacks.base import Callback
+from deepseek.utils.validation import is_positive_int
 
 if TYPE_CHECKING:
     from deepseek.training import Trainer
@@ -48,9 +49,7 @@ class ModelCheckpoint(Callback):
         save_top_k: int = -1,
         save_last: bool = False,
     ) -> None:
-        if save_freq != "epoch" and (
-            isinstance(save_freq, bool) or not isinstance(save_freq, int) or save_freq < 1
-        ):
+        if save_freq != "epoch" and not is_positive_int(save_freq):
             raise ValueError(f"save_freq must be 'epoch' or a positive int, got {save_freq!r}")
         if mode not in ("auto", "min", "max"):
             raise ValueError(f"mode must be 'auto', 'min' or 'max', got {mode!r}")

@@ -8,6 +8,8 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from deepseek.callbacks.base import Callback
+from deepseek.utils.batch import batch_size_of
+from deepseek.utils.validation import check_positive_int
 
 if TYPE_CHECKING:
     from deepseek.training import Trainer
@@ -25,14 +27,7 @@ class ProgressBar(Callback):
     """
 
     def __init__(self, enabled: bool | None = None, refresh_every_n_steps: int = 1) -> None:
-        if (
-            isinstance(refresh_every_n_steps, bool)
-            or not isinstance(refresh_every_n_steps, int)
-            or refresh_every_n_steps < 1
-        ):
-            raise ValueError(
-                f"refresh_every_n_steps must be a positive int, got {refresh_every_n_steps!r}"
-            )
+        check_positive_int("refresh_every_n_steps", refresh_every_n_steps)
         self.enabled = enabled
         self.refresh_every_n_steps = refresh_every_n_steps
         self._bar: Any = None
@@ -61,7 +56,7 @@ class ProgressBar(Callback):
     def on_train_batch_end(self, trainer: Trainer, outputs: Any, batch: Any, idx: int) -> None:
         if self._bar is None:
             return
-        self._samples += _batch_size(batch)
+        self._samples += batch_size_of(batch)
         self._bar.update(1)
         if trainer.optimizer_stepped and trainer.global_step % self.refresh_every_n_steps == 0:
             elapsed = max(time.perf_counter() - self._t0, 1e-9)
@@ -83,14 +78,3 @@ class ProgressBar(Callback):
         if self._bar is not None:
             self._bar.close()
             self._bar = None
-
-
-def _batch_size(batch: Any) -> int:
-    shape = getattr(batch, "shape", None)
-    if shape:
-        return int(shape[0])
-    if isinstance(batch, dict) and batch:
-        return _batch_size(next(iter(batch.values())))
-    if isinstance(batch, (list, tuple)) and batch:
-        return _batch_size(batch[0])
-    return 1

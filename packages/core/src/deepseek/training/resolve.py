@@ -16,6 +16,7 @@ from deepseek.callbacks.base import Callback
 from deepseek.plugins.registry import registry
 from deepseek.training.precision import Precision
 from deepseek.training.strategy import Strategy
+from deepseek.utils.validation import check_positive_int  # noqa: F401 - re-exported
 
 PRECISION_ALIASES = {
     "32": "fp32",
@@ -34,11 +35,6 @@ def _accuracy(output: Any, target: Any) -> torch.Tensor:
 
 
 BUILTIN_METRICS: dict[str, Callable[[Any, Any], torch.Tensor]] = {"accuracy": _accuracy}
-
-
-def check_positive_int(name: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
 
 
 def resolve_strategy(strategy: str | Strategy) -> Strategy:

@@ -36,6 +36,7 @@ from deepseek.training.resolve import (
     resolve_strategy,
 )
 from deepseek.training.strategy import Strategy
+from deepseek.utils.batch import batch_size_of
 
 LossFn = Callable[[Any, Any], torch.Tensor]
 
@@ -418,7 +419,7 @@ class Trainer:
             batch = self.strategy.batch_to_device(batch)
             with self.precision.autocast():
                 values = self._validation_values(batch)
-            n = _batch_len(batch)
+            n = batch_size_of(batch)
             for name, value in values.items():
                 value = value.detach().double().cpu() * n
                 totals[name] = totals[name] + value if name in totals else value
@@ -650,16 +651,6 @@ class Trainer:
 
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _batch_len(batch: Any) -> int:
-    if isinstance(batch, torch.Tensor):
-        return batch.shape[0] if batch.dim() else 1
-    if isinstance(batch, Mapping):
-        return _batch_len(next(iter(batch.values())))
-    if isinstance(batch, (list, tuple)) and batch:
-        return _batch_len(batch[0])
-    return 1
 
 
 def _check_forward_takes(model: nn.Module, batch: Any) -> None:
