@@ -72,3 +72,10 @@ def test_cli_lists_all_plugins_and_env_is_clean():
     assert env.returncode == 0, env.stdout + env.stderr
     report = json.loads(env.stdout)
     assert "deepseek-framework" in report["distributions"] or len(report["distributions"]) >= 6
+
+
+def test_nn_parallel_exposes_the_ddp_strategy_class():
+    from deepseek.distributed import DDPStrategy
+
+    assert ds.nn.parallel.DDPStrategy is DDPStrategy
+    assert ds.nn.parallel.strategy_class("ddp") is DDPStrategy

@@ -209,3 +209,32 @@ def test_missing_distribution_names_what_to_install(sub: str, distribution: str)
 
     assert f"deepseek.{sub}" not in sys.modules
     assert sub not in vars(ds)  # a failure is not cached: installing later works
+
+
+# -- ds.nn.parallel: torch's parallel wrappers plus registered strategy classes ---------------
+
+
+def test_nn_parallel_resolves_registered_strategy_classes(fresh_plugins) -> None:
+    from deepseek.plugins import StrategySpec, hookimpl, register, unregister
+    from deepseek.training.strategy import SingleDeviceStrategy, Strategy
+
+    assert ds.nn.parallel.DistributedDataParallel is torch.nn.parallel.DistributedDataParallel
+    assert ds.nn.parallel.strategy_class("single") is SingleDeviceStrategy
+    assert ds.nn.parallel.SingleDeviceStrategy is SingleDeviceStrategy
+
+    class RingStrategy(Strategy):
+        name = "ring"
+
+    class Plugin:
+        @hookimpl
+        def deepseek_strategies(self):
+            return [StrategySpec("ring", RingStrategy, "a test strategy")]
+
+    register(Plugin(), name="ring-plugin")
+    try:
+        assert ds.nn.parallel.RingStrategy is RingStrategy
+        assert ds.nn.parallel.strategy_classes()["ring"] is RingStrategy
+    finally:
+        unregister("ring-plugin")
+    with pytest.raises(AttributeError, match="registered strategy classes: .*SingleDeviceStrategy"):
+        ds.nn.parallel.RingStrategy

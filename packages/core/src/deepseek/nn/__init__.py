@@ -8,7 +8,7 @@ and ``ds.nn.parallel``, which resolves strategy classes registered by plugins.
 from torch.nn import *
 from torch.nn import functional, init, utils
 
-from deepseek.nn import parallel
+import deepseek.nn.parallel as parallel  # ours, replacing torch.nn.parallel from the * import
 from deepseek.nn.activation_checkpointing import (
     ActivationCheckpointPolicy,
     apply_activation_checkpointing,

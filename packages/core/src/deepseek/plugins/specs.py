@@ -8,6 +8,7 @@ one of the same name from another distribution instead of being reported as a co
 
 from __future__ import annotations
 
+import importlib
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -84,23 +85,33 @@ def deferred(target: str) -> Callable[..., Any]:
 
         BackendSpec("cuda", deferred("deepseek.backends.cuda:CUDABackend"), "NVIDIA GPUs")
     """
-    module_name, _, attr = target.partition(":")
     if not _TARGET.fullmatch(target):
         raise ValueError(
             f"deferred target must look like 'package.module:attribute', got {target!r}"
         )
 
     def factory(*args: Any, **kwargs: Any) -> Any:
-        import importlib
-
-        obj = importlib.import_module(module_name)
-        for part in attr.split("."):
-            obj = getattr(obj, part)
-        return obj(*args, **kwargs)
+        return load_target(target)(*args, **kwargs)
 
     factory.__qualname__ = factory.__name__ = f"deferred({target})"
     factory.target = target  # type: ignore[attr-defined]
     return factory
+
+
+def load_target(target: str) -> Any:
+    """Import ``"package.module:attribute"`` and return the attribute."""
+    module_name, _, attr = target.partition(":")
+    obj: Any = importlib.import_module(module_name)
+    for part in attr.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def implementation(spec: Spec) -> Any:
+    """What a record builds with: the class (or function) behind its factory, imported
+    now if the factory is ``deferred``, never called."""
+    target = getattr(spec.factory, "target", None)
+    return load_target(target) if target else spec.factory
 
 
 SPEC_TYPES: dict[str, type[Spec]] = {
