@@ -237,4 +237,4 @@ def test_nn_parallel_resolves_registered_strategy_classes(fresh_plugins) -> None
     finally:
         unregister("ring-plugin")
     with pytest.raises(AttributeError, match="registered strategy classes: .*SingleDeviceStrategy"):
-        ds.nn.parallel.RingStrategy
+        _ = ds.nn.parallel.RingStrategy
