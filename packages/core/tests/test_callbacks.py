@@ -111,7 +111,7 @@ def test_trainer_adds_a_progress_bar_only_when_enabled(tmp_path):
 
 def test_trainer_does_not_add_a_second_bar_next_to_a_subclass(tmp_path):
     class MyBar(ProgressBar):
-        pass
+        """A user's own bar: the Trainer must not add its default one beside it."""
 
     mine = MyBar(enabled=False)
     trainer = make_trainer(tmp_path, [mine], enable_progress_bar=True)
