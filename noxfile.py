@@ -45,9 +45,11 @@ def editable(*dirs: str) -> list[str]:
 @nox.parametrize("package", list(PACKAGES))
 def tests(session: nox.Session, package: str) -> None:
     """One package's tests in a venv holding only it and its declared dependencies."""
+    # The package under test brings its `test` extra (reference libraries such as
+    # transformers or monai live there, never in the runtime dependencies).
     dirs = ["packages/core[test]", *(f"packages/{d}" for d in PACKAGES[package])]
     if package != "core":
-        dirs.append(f"packages/{package}")
+        dirs.append(f"packages/{package}[test]")
     install(session, "pytest", *editable(*dirs))
     paths = [f"packages/{package}/tests"]
     if package != "core":
