@@ -87,6 +87,7 @@ _CORE_SUBPACKAGES = frozenset(
         "compiler",
         "config",
         "cuda",
+        "metrics",
         "nn",
         "optim",
         "plugins",
@@ -116,13 +117,19 @@ _LAZY_OBJECTS: dict[str, tuple[str, str]] = {
     "compile": ("deepseek.compiler", "compile"),
     "export": ("deepseek.compiler", "export"),
     "load_exported": ("deepseek.compiler", "load_exported"),
+    "seed_everything": ("deepseek.utils.seed", "seed_everything"),
 }
 
 
 def __getattr__(name: str) -> Any:
     if name in _LAZY_OBJECTS:
         module_name, attr = _LAZY_OBJECTS[name]
-        value = getattr(importlib.import_module(module_name), attr)
+        try:
+            value = getattr(importlib.import_module(module_name), attr)
+        except ModuleNotFoundError as exc:
+            if exc.name != module_name:
+                raise
+            raise AttributeError(f"module 'deepseek' has no attribute {name!r}") from None
     elif name in _CORE_SUBPACKAGES:
         value = importlib.import_module(f"{__name__}.{name}")
     elif name in OPTIONAL_SUBPACKAGES:

@@ -45,6 +45,7 @@ from deepseek.plugins.specs import (
     AlgorithmSpec,
     BackendSpec,
     CallbackSpec,
+    MetricSpec,
     ModelSpec,
     PrecisionSpec,
     Spec,
@@ -57,6 +58,7 @@ __all__ = [
     "BackendSpec",
     "CallbackSpec",
     "DeepSeekPluginWarning",
+    "MetricSpec",
     "ModelSpec",
     "PluginConflictError",
     "PluginError",
@@ -92,7 +94,7 @@ def unregister(name: str) -> None:
 def plugins() -> list[PluginRecord]:
     """Every discovered plugin (loaded, failed or disabled), with what it registered."""
     manager = get_plugin_manager()
-    for kind in ("backend", "strategy", "precision", "callback", "algorithm", "model"):
+    for kind in ("backend", "strategy", "precision", "callback", "algorithm", "model", "metric"):
         # names() fills PluginRecord.registered; a conflict is raised when that registry
         # is used for real, so listing still works.
         with contextlib.suppress(PluginError):

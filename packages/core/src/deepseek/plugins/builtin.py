@@ -9,6 +9,7 @@ from deepseek.plugins.hookspecs import hookimpl
 from deepseek.plugins.specs import (
     BackendSpec,
     CallbackSpec,
+    MetricSpec,
     PrecisionSpec,
     StrategySpec,
     deferred,
@@ -92,3 +93,16 @@ def deepseek_cli(subparsers: argparse._SubParsersAction) -> None:
     from deepseek.cli import commands
 
     commands.add_core_commands(subparsers)
+
+
+@hookimpl
+def deepseek_metrics() -> list[MetricSpec]:
+    # deepseek.metrics declares core's metrics next to their code; discovery imports only
+    # that module (its factories are deferred), and only when the metric registry is used.
+    try:
+        from deepseek.metrics import builtin_specs
+    except ImportError as exc:
+        if exc.name != "deepseek.metrics":
+            raise  # deepseek.metrics exists but is broken: report it, do not hide it
+        return []
+    return list(builtin_specs())

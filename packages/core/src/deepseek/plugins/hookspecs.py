@@ -23,6 +23,7 @@ from deepseek.plugins.specs import (
     AlgorithmSpec,
     BackendSpec,
     CallbackSpec,
+    MetricSpec,
     ModelSpec,
     PrecisionSpec,
     StrategySpec,
@@ -68,6 +69,13 @@ def deepseek_algorithms() -> Iterable[AlgorithmSpec]:
 @hookspec
 def deepseek_models() -> Iterable[ModelSpec]:
     """Named models a config can build (``model: {name: resnet50}``)."""
+
+
+@hookspec
+def deepseek_metrics() -> Iterable[MetricSpec]:
+    """Named metrics (``accuracy``, ``perplexity``, ``dice``, ...) a config's ``metrics:``
+    list or the Trainer can ask for. Each record's factory takes the metric's options as
+    keyword arguments and returns a ``deepseek.metrics`` metric."""
 
 
 @hookspec

@@ -42,6 +42,7 @@ HOOK_FOR_KIND = {
     "callback": "deepseek_callbacks",
     "algorithm": "deepseek_algorithms",
     "model": "deepseek_models",
+    "metric": "deepseek_metrics",
 }
 
 PLURAL = {
@@ -51,6 +52,7 @@ PLURAL = {
     "callback": "callbacks",
     "algorithm": "algorithms",
     "model": "models",
+    "metric": "metrics",
 }
 
 

@@ -75,6 +75,17 @@ class ModelSpec(Spec):
     kind = "model"
 
 
+@dataclass(frozen=True)
+class MetricSpec(Spec):
+    """A named metric a config or the Trainer can ask for (``metrics: [accuracy]``).
+    ``factory(**options)`` returns a metric object as ``deepseek.metrics`` defines it
+    (``update(preds, target)`` / ``compute()`` / ``reset()``); ``tags`` helps listing
+    (e.g. ``("classification",)``)."""
+
+    tags: tuple[str, ...] = field(default=())
+    kind = "metric"
+
+
 _TARGET = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
 
 
@@ -116,5 +127,13 @@ def implementation(spec: Spec) -> Any:
 
 SPEC_TYPES: dict[str, type[Spec]] = {
     cls.kind: cls
-    for cls in (BackendSpec, StrategySpec, PrecisionSpec, CallbackSpec, AlgorithmSpec, ModelSpec)
+    for cls in (
+        BackendSpec,
+        StrategySpec,
+        PrecisionSpec,
+        CallbackSpec,
+        AlgorithmSpec,
+        ModelSpec,
+        MetricSpec,
+    )
 }
