@@ -15,12 +15,13 @@ the ``onnx`` package is installed); ``load_exported`` reads it back as a module:
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import io
 import itertools
 import json
 import os
-import pickle
+import re
 import shutil
 import sys
 import tempfile
@@ -286,7 +287,10 @@ def load_exported(path: str | os.PathLike[str], *, trusted: bool = False) -> nn.
 
     _check_archive(path, trusted)
     try:
-        return torch.export.load(path).module()
+        if trusted:
+            return torch.export.load(path).module()
+        with _weights_only_loads():
+            return torch.export.load(path).module()
     except Exception as exc:
         raise ValueError(
             f"{path} could not be loaded as a torch.export archive "
@@ -296,8 +300,40 @@ def load_exported(path: str | os.PathLike[str], *, trusted: bool = False) -> nn.
         ) from exc
 
 
+# What torch.export.save (torch >= 2.8) writes, relative to the archive's root folder.
+# Every other member is refused from an untrusted file: torch reaches them through code
+# paths that unpickle (legacy weight/constant blobs, pickled or custom objects) or load
+# native code (AOTInductor, ExecuTorch, MTIA payloads).
+_SAFE_MEMBERS = re.compile(
+    r"(archive_format|archive_version|byteorder|\.data/version|\.data/serialization_id"
+    r"|models/[\w.-]+\.json"
+    r"|data/weights/[\w.-]+_weights_config\.json|data/weights/weight_\d+"
+    r"|data/constants/[\w.-]+_constants_config\.json|data/constants/tensor_\d+"
+    r"|data/sample_inputs/[\w.-]+\.pt"
+    r"|extra/[\w./-]+)"
+)
+_LEGACY_MEMBERS = ("version", "serialized_exported_program.json")
+_PAYLOAD_NAME = {"weights": re.compile(r"weight_\d+"), "constants": re.compile(r"tensor_\d+")}
+
+
+@contextlib.contextmanager
+def _weights_only_loads() -> Any:
+    """Second line of defence: every torch.load inside forced to ``weights_only=True``,
+    including torch's own retry with ``weights_only=False`` on old archives."""
+    previous = os.environ.get("TORCH_FORCE_WEIGHTS_ONLY_LOAD")
+    os.environ["TORCH_FORCE_WEIGHTS_ONLY_LOAD"] = "1"
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop("TORCH_FORCE_WEIGHTS_ONLY_LOAD", None)
+        else:
+            os.environ["TORCH_FORCE_WEIGHTS_ONLY_LOAD"] = previous
+
+
 def _check_archive(path: Path, trusted: bool) -> None:
-    """Refuse files that are not torch.export archives, and (untrusted) pickled payloads."""
+    """Refuse files that are not torch.export archives and, unless ``trusted``, any archive
+    holding a member that loading could unpickle or execute."""
     not_archive = f"{path} is not a torch.export archive (.pt2 written by ds.export)"
     try:
         with zipfile.ZipFile(path) as archive:
@@ -306,35 +342,63 @@ def _check_archive(path: Path, trusted: bool) -> None:
                 n.endswith(("/archive_format", "serialized_exported_program.json")) for n in names
             ):
                 raise ValueError(f"{not_archive}: it is a zip file without an exported program")
-            pickled = [] if trusted else _pickled_entries(archive, names)
+            if trusted:
+                return
+            unsafe = _unsafe_members(path, archive, names)
     except zipfile.BadZipFile:
         raise ValueError(f"{not_archive}: it is not a zip archive, or it is truncated") from None
-    if pickled:
+    if unsafe:
         raise ValueError(
-            f"{path} holds pickled objects ({', '.join(pickled[:3])}) that loading would "
-            "unpickle, which can run arbitrary code. Pass trusted=True only if you trust "
-            "where the file comes from."
+            f"{path} holds pickled objects or native code ({', '.join(unsafe[:3])}"
+            f"{', ...' if len(unsafe) > 3 else ''}) that loading would unpickle or run, "
+            "which can execute arbitrary code. Re-export the model with ds.export, or pass "
+            "trusted=True only if you trust where the file comes from."
         )
 
 
-def _pickled_entries(archive: zipfile.ZipFile, names: list[str]) -> list[str]:
-    pickled = []
-    for name in names:
-        if name.endswith("_config.json"):
-            # Weight/constant index: raw tensor payloads are safe; anything else is pickled.
-            for fqn, meta in json.loads(archive.read(name)).get("config", {}).items():
-                if meta.get("use_pickle") or not meta.get("path_name", "").startswith(
-                    ("weight_", "tensor_")
-                ):
-                    pickled.append(fqn)
-        elif name.endswith(".pt"):
-            # torch.save blobs (sample inputs, older layouts): torch retries with
-            # weights_only=False when weights_only=True fails, so only allow safe ones.
+def _unsafe_members(path: Path, archive: zipfile.ZipFile, names: list[str]) -> list[str]:
+    roots = {n.split("/", 1)[0] for n in names}
+    relative = [n.split("/", 1)[1] if "/" in n else n for n in names]
+    if len(roots) != 1 or any("/" not in n for n in names):
+        if any(n in _LEGACY_MEMBERS for n in names):
+            raise ValueError(
+                f"{path} is a legacy torch.export archive (torch < 2.8 layout, with "
+                "serialized_state_dict / serialized_constants blobs that torch unpickles "
+                "with weights_only=False), which can execute arbitrary code. Re-export the "
+                "model with ds.export, or pass trusted=True only if you trust its source."
+            )
+        raise ValueError(
+            f"{path} is not a torch.export archive written by ds.export: its members do "
+            "not share one root folder. Pass trusted=True only if you trust its source."
+        )
+    unsafe = [n for n, rel in zip(names, relative) if not _SAFE_MEMBERS.fullmatch(rel)]
+    for name, rel in zip(names, relative):
+        if rel.endswith("_config.json"):
+            unsafe += _pickled_payloads(archive, name, rel.split("/")[1])
+        elif rel.endswith(".pt") and _SAFE_MEMBERS.fullmatch(rel):
+            # Sample inputs: torch retries with weights_only=False when the safe load fails.
             try:
                 torch.load(io.BytesIO(archive.read(name)), weights_only=True)
-            except (pickle.UnpicklingError, RuntimeError, ValueError, EOFError):
-                pickled.append(name)
-    return pickled
+            except Exception:  # noqa: BLE001 (any failure means "not plainly safe")
+                unsafe.append(name)
+    return unsafe
+
+
+def _pickled_payloads(archive: zipfile.ZipFile, name: str, kind: str) -> list[str]:
+    """Entries of a weights/constants index that torch would unpickle."""
+    try:
+        config = json.loads(archive.read(name)).get("config", {})
+        entries = list(config.items())
+    except (ValueError, AttributeError):
+        return [name]
+    pattern = _PAYLOAD_NAME[kind]
+    return [
+        f"{name}:{fqn}"
+        for fqn, meta in entries
+        if not isinstance(meta, dict)
+        or meta.get("use_pickle") is not False
+        or not pattern.fullmatch(str(meta.get("path_name", "")))
+    ]
 
 
 def _require(*modules: str, purpose: str) -> None:
