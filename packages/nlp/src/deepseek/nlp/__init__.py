@@ -14,9 +14,15 @@ from typing import Any
 
 __version__ = "0.1.0"
 
+_BERT = "deepseek.nlp.models.bert"
 _EXPORTS = {
-    "BertConfig": "deepseek.nlp.models.bert",
-    "BertModel": "deepseek.nlp.models.bert",
+    "BertConfig": _BERT,
+    "BertModel": _BERT,
+    "BertForSequenceClassification": _BERT,
+    "BertForTokenClassification": _BERT,
+    "BertForMaskedLM": _BERT,
+    "BertForPreTraining": _BERT,
+    "BertTokenizer": "deepseek.nlp.tokenization",
 }
 __all__ = sorted(_EXPORTS)
 

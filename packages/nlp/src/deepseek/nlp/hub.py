@@ -1,0 +1,215 @@
+"""Finding and reading Hugging Face-layout model directories, offline.
+
+``resolve_model_dir(name_or_path, needs=...)`` turns what a user passes to
+``from_pretrained`` into a local directory:
+
+1. an existing directory path;
+2. ``$DEEPSEEK_MODEL_HOME/<name>`` (``org/name`` may also be written ``org--name``);
+3. the local Hugging Face cache, ``$HF_HUB_CACHE`` or ``$HF_HOME/hub`` (default
+   ``~/.cache/huggingface/hub``), in its ``models--org--name/snapshots/<commit>`` layout.
+
+Nothing is downloaded. When no place holds the files, the ``FileNotFoundError`` names the
+model, every place looked at and how to provide the files.
+
+    >>> import tempfile, pathlib
+    >>> home = pathlib.Path(tempfile.mkdtemp())
+    >>> (home / "tiny").mkdir()
+    >>> _ = (home / "tiny" / "config.json").write_text("{}")
+    >>> resolve_model_dir("tiny", needs=("config.json",), model_home=home) == home / "tiny"
+    True
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+import torch
+
+WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+INDEX_FILES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
+
+
+def model_home() -> Path:
+    """``$DEEPSEEK_MODEL_HOME``, default ``~/.cache/deepseek/models``."""
+    return Path(os.environ.get("DEEPSEEK_MODEL_HOME", "~/.cache/deepseek/models")).expanduser()
+
+
+def hf_hub_cache() -> Path:
+    """The Hugging Face hub cache: ``$HF_HUB_CACHE``, else ``$HF_HOME/hub``."""
+    if os.environ.get("HF_HUB_CACHE"):
+        return Path(os.environ["HF_HUB_CACHE"]).expanduser()
+    hf_home = os.environ.get("HF_HOME", "~/.cache/huggingface")
+    return Path(hf_home).expanduser() / "hub"
+
+
+def _has(directory: Path, needs: Iterable[tuple[str, ...] | str]) -> bool:
+    for need in needs:
+        names = (need,) if isinstance(need, str) else need
+        if not any((directory / name).is_file() for name in names):
+            return False
+    return True
+
+
+def _hub_snapshots(cache: Path, name: str) -> list[Path]:
+    """Snapshot directories for ``name`` in the HF cache, the ``refs/main`` one first."""
+    repo_names = [name] if "/" in name else [name, f"google-bert/{name}"]
+    found: list[Path] = []
+    for repo in repo_names:
+        root = cache / ("models--" + repo.replace("/", "--"))
+        snapshots = root / "snapshots"
+        if not snapshots.is_dir():
+            continue
+        ref = root / "refs" / "main"
+        if ref.is_file():
+            main = snapshots / ref.read_text().strip()
+            if main.is_dir():
+                found.append(main)
+        others = sorted(
+            (p for p in snapshots.iterdir() if p.is_dir() and p not in found),
+            key=lambda p: p.stat().st_mtime,
+            reverse=True,
+        )
+        found.extend(others)
+    return found
+
+
+def resolve_model_dir(
+    name_or_path: str | os.PathLike,
+    *,
+    needs: Iterable[tuple[str, ...] | str],
+    what: str = "model",
+    model_home: str | os.PathLike | None = None,
+) -> Path:
+    """The local directory holding ``name_or_path``'s files (see the module docstring).
+
+    ``needs`` lists the files required; a tuple entry means "any one of these".
+    """
+    needs = list(needs)
+    text = os.fspath(name_or_path)
+    looked: list[str] = []
+    path = Path(text).expanduser()
+    if path.is_dir():
+        if _has(path, needs):
+            return path
+        present = sorted(p.name for p in path.iterdir())
+        raise FileNotFoundError(
+            f"{path} is a directory but lacks the {what} files: needs "
+            f"{_describe_needs(needs)}; it holds {present or 'nothing'}"
+        )
+    if path.is_file():
+        raise NotADirectoryError(
+            f"{path} is a file; from_pretrained expects a directory in the Hugging Face layout "
+            "(config.json, model.safetensors or pytorch_model.bin, vocab.txt, ...)"
+        )
+    looked.append(f"{path.resolve()} (not a directory)")
+    home = Path(model_home).expanduser() if model_home is not None else globals()["model_home"]()
+    for candidate in dict.fromkeys([home / text, home / text.replace("/", "--")]):
+        if candidate.is_dir() and _has(candidate, needs):
+            return candidate
+        looked.append(f"{candidate} (DEEPSEEK_MODEL_HOME)")
+    cache = hf_hub_cache()
+    for snapshot in _hub_snapshots(cache, text):
+        if _has(snapshot, needs):
+            return snapshot
+        looked.append(f"{snapshot} (Hugging Face cache snapshot, incomplete)")
+    looked.append(f"{cache}/models--{text.replace('/', '--')}/snapshots/* (Hugging Face cache)")
+    raise FileNotFoundError(
+        f"cannot find the {what} {text!r}: there is no network access here, so its files "
+        f"({_describe_needs(needs)}) must be on disk. Looked in:\n  - "
+        + "\n  - ".join(looked)
+        + "\nProvide them by passing a local directory in the Hugging Face layout, copying "
+        f"one to {home / text} (set DEEPSEEK_MODEL_HOME to use another folder), or "
+        "populating the Hugging Face cache (HF_HOME / HF_HUB_CACHE) on a machine with "
+        "access; or build the architecture with random weights: "
+        "from_pretrained(name, random_init=True)."
+    )
+
+
+def _describe_needs(needs: Iterable[tuple[str, ...] | str]) -> str:
+    return ", ".join(n if isinstance(n, str) else " or ".join(n) for n in needs)
+
+
+def read_json(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path} is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path} must hold a JSON object, got {type(data).__name__}")
+    return data
+
+
+def load_state_file(file: Path) -> dict[str, torch.Tensor]:
+    """Tensors of one ``.safetensors`` or ``.bin`` file (``.bin`` with ``weights_only=True``)."""
+    if file.suffix == ".safetensors":
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(file)
+        except (SafetensorError, OSError) as exc:
+            raise ValueError(f"{file} is not a readable safetensors file: {exc}") from None
+    try:
+        state = torch.load(file, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as exc:  # pickle refusal or corruption: one message either way
+        raise ValueError(
+            f"{file} could not be loaded with torch.load(weights_only=True) (only plain "
+            f"tensor state dicts are accepted, never arbitrary pickles): {exc}"
+        ) from None
+    if not isinstance(state, Mapping) or not all(
+        isinstance(v, torch.Tensor) for v in state.values()
+    ):
+        raise ValueError(f"{file} does not hold a state dict of tensors")
+    return dict(state)
+
+
+def load_weights_dir(directory: Path) -> tuple[dict[str, torch.Tensor], Path]:
+    """All tensors in ``directory`` (single file or sharded with an index), and the
+    file (or index) they came from. safetensors is preferred over ``.bin``."""
+    for name in WEIGHT_FILES:
+        if (directory / name).is_file():
+            return load_state_file(directory / name), directory / name
+    for name in INDEX_FILES:
+        index = directory / name
+        if index.is_file():
+            weight_map = read_json(index).get("weight_map", {})
+            state: dict[str, torch.Tensor] = {}
+            for shard in sorted(set(weight_map.values())):
+                state.update(load_state_file(directory / shard))
+            return state, index
+    raise FileNotFoundError(
+        f"{directory} holds no weights: expected one of {', '.join(WEIGHT_FILES + INDEX_FILES)}"
+    )
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file in the same folder + rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_json(path: Path, data: Mapping) -> None:
+    text = json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_save_safetensors(
+    state: Mapping[str, torch.Tensor], path: Path, metadata: Mapping[str, str] | None = None
+) -> None:
+    from safetensors.torch import save
+
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in state.items()}
+    atomic_write_bytes(path, save(tensors, metadata=dict(metadata or {"format": "pt"})))
