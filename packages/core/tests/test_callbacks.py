@@ -461,7 +461,12 @@ def test_hooks_run_in_the_documented_order(tmp_path):
         tmp_path, [recorder], train_data=make_data(8), val_data=make_data(4, seed=1)
     )
     trainer.fit()
-    batch = ["on_train_batch_start", "on_before_optimizer_step", "on_train_batch_end"]
+    batch = [
+        "on_train_batch_start",
+        "on_train_loss",
+        "on_before_optimizer_step",
+        "on_train_batch_end",
+    ]
     assert recorder.calls == [
         "setup:fit",
         "on_fit_start",

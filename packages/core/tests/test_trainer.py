@@ -65,7 +65,7 @@ def test_gradient_accumulation_matches_large_batch():
     big = hand_loop(make_model(), DataLoader(data, batch_size=16), epochs=2)
     model = make_model()
     small = DataLoader(data, batch_size=4)
-    trainer_for(model, small, max_epochs=2, gradient_accumulation_steps=4).fit()
+    trainer_for(model, small, max_epochs=2, accumulate_grad_batches=4).fit()
     for a, b in zip(big.parameters(), model.parameters()):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
 
@@ -238,7 +238,7 @@ def test_nan_loss_raise_and_skip():
 
     trainer = trainer_for(make_model(), DataLoader(make_data(32), batch_size=8), max_epochs=1)
     trainer.loss_fn = nan_on_second
-    with pytest.raises(FloatingPointError, match="at step 1 .*on_nan_loss='skip'"):
+    with pytest.raises(FloatingPointError, match="between step 0 and step 4 .*on_nan_loss='skip'"):
         trainer.fit()
 
     skip = trainer_for(

@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    import torch
+
     from deepseek.training import Trainer
 
 
@@ -60,6 +62,15 @@ class Callback:
         self, trainer: Trainer, outputs: dict[str, Any], batch: Any, batch_idx: int
     ) -> None:
         """``outputs["loss"]`` is the detached loss of this micro-batch (unscaled)."""
+
+    def on_train_loss(
+        self, trainer: Trainer, loss: torch.Tensor, batch: Any
+    ) -> torch.Tensor | None:
+        """The micro-batch's loss right after it is computed, before the NaN check,
+        accumulation scaling and ``backward``. Return a tensor to replace it (e.g. ``loss
+        + 0.01 * aux_loss``; ``train_loss`` logs what is returned) or None to keep it.
+        The Trainer calls this only on callbacks that override it."""
+        return None
 
     def on_before_optimizer_step(self, trainer: Trainer, optimizer: Any) -> None:
         """Gradients are final (unscaled, accumulated) and not yet clipped."""

@@ -103,7 +103,17 @@ def rebuild_dataloader(loader: DataLoader, sampler: Sampler) -> DataLoader:
 
 def as_dataloader(data: Any, batch_size: int | None, *, what: str) -> DataLoader | None:
     """Accept a DataLoader, or a Dataset plus ``batch_size``; None stays None."""
-    if data is None or isinstance(data, DataLoader):
+    if data is None:
+        return None
+    dataset = data.dataset if isinstance(data, DataLoader) else data
+    if isinstance(dataset, IterableDataset):
+        raise TypeError(
+            f"{what} is an IterableDataset ({type(dataset).__name__}); the Trainer needs a "
+            "map-style Dataset (with __len__ and __getitem__) to shuffle, count batches and "
+            "resume exactly: load the samples into a list/TensorDataset, or implement "
+            "__len__ and __getitem__"
+        )
+    if isinstance(data, DataLoader):
         return data
     if isinstance(data, Dataset) or (hasattr(data, "__getitem__") and hasattr(data, "__len__")):
         if batch_size is None:

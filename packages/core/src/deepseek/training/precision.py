@@ -17,7 +17,8 @@ from deepseek.backends import Backend
 
 
 class Precision:
-    """Full precision: no autocast, no scaling."""
+    """Base class of precision plugins; on its own it is full precision (no autocast, no
+    scaling). Subclasses set ``dtype`` for autocast and override the scaling hooks."""
 
     name = "fp32"
     dtype: torch.dtype | None = None
@@ -52,7 +53,10 @@ class Precision:
         return f"{type(self).__name__}()"
 
 
-FP32Precision = Precision
+class FP32Precision(Precision):
+    """Full precision (``precision="fp32"``): no autocast, no scaling."""
+
+    name = "fp32"
 
 
 class BF16MixedPrecision(Precision):

@@ -3,14 +3,46 @@
 ``Strategy`` is the interface the Trainer talks to; ``SingleDeviceStrategy`` (name
 ``single``) is the default. deepseek-dist registers ``ddp``, ``fsdp``, ... that override
 the process-group parts.
+
+The Trainer asks the strategy for every part of a step that a parallelism changes, and
+never special-cases a strategy. Each hook's default is the single-process behaviour:
+
+=========================================  ==============================================
+hook                                       default
+=========================================  ==============================================
+``setup(backend)`` / ``teardown()``        pick the device / nothing (always called, in a
+                                           ``finally``)
+``setup_model(model)``                     ``model.to(device)``
+``setup_optimizer(optimizer)``             the optimizer unchanged
+``setup_dataloader(loader, ...)``          an ``EpochSampler`` (sharded per rank)
+``forward_backward(trainer, batch, i,      autocast + ``training_step`` + NaN guard +
+loss_divisor=, sync_gradients=)``          ``backward``, inside ``no_backward_sync``;
+                                           returns the detached loss
+``training_step(trainer, batch, i)``       the loss by the step contract
+                                           (``deepseek.training.loss``)
+``backward(trainer, loss)``                ``trainer.precision.backward(loss)``
+``clip_gradients(model, max_norm,          ``clip_grad_norm_`` over the optimizers'
+optimizers=)``                             parameters; returns the total norm
+``optimizer_step(trainer, optimizer)``     ``trainer.precision.step(optimizer)``
+``reduce(tensor, op)``                     identity
+``model_state_dict(model)`` / ``load_...``  the unwrapped module's state dict
+``optimizer_state_dict(optimizer)`` / ...  ``optimizer.state_dict()``
+``save_checkpoint`` / ``load_checkpoint``  ``deepseek.checkpoint`` (rank 0 writes)
+=========================================  ==============================================
+
+A pipeline strategy overrides ``forward_backward`` to run its schedule's microbatches;
+a sharded one overrides ``clip_gradients`` (the norm over all shards) and the state-dict
+hooks; an expert-parallel one ``reduce`` and the state-dict hooks. Wrapper modules a
+strategy adds are declared with ``Strategy.register_wrapper_type`` so ``unwrap`` sees
+through them (by type, never by attribute name).
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -18,7 +50,12 @@ from torch.utils.data import DataLoader
 
 from deepseek import checkpoint as ckpt
 from deepseek.backends import Backend
+from deepseek.nn.wrappers import register_wrapper_type, unwrap
 from deepseek.training.data import EpochSampler, rebuild_dataloader
+from deepseek.training.loss import training_loss
+
+if TYPE_CHECKING:
+    from deepseek.training.trainer import Trainer
 
 
 class Strategy:
@@ -49,7 +86,8 @@ class Strategy:
         self.device = backend.device()
 
     def teardown(self) -> None:
-        pass
+        """Release what ``setup`` acquired. The Trainer calls it when a stage ends, also
+        after an exception; it must be safe to call more than once."""
 
     def barrier(self) -> None:
         pass
@@ -66,12 +104,15 @@ class Strategy:
         return model.to(self.device)
 
     def unwrap(self, model: nn.Module) -> nn.Module:
-        """The user's module inside any wrapper (DDP, compile)."""
-        while True:
-            inner = getattr(model, "module", None) or getattr(model, "_orig_mod", None)
-            if not isinstance(inner, nn.Module):
-                return model
-            model = inner
+        """The user's module inside any registered wrapper (DDP, FSDP, torch.compile,
+        activation-checkpoint wrappers, the Trainer's step dispatcher), found by type."""
+        return unwrap(model)
+
+    @staticmethod
+    def register_wrapper_type(cls: type, inner: Any) -> None:
+        """Declare a wrapper class this strategy adds; ``inner`` is the attribute name
+        (or a function) that reaches the wrapped module. See ``deepseek.nn.wrappers``."""
+        register_wrapper_type(cls, inner)
 
     def setup_optimizer(self, optimizer: torch.optim.Optimizer) -> torch.optim.Optimizer:
         return optimizer
@@ -112,6 +153,57 @@ class Strategy:
     ) -> contextlib.AbstractContextManager:
         """Skip gradient synchronisation while accumulating (DDP's ``no_sync``)."""
         return contextlib.nullcontext()
+
+    # -- the step ------------------------------------------------------------------------
+    def forward_backward(
+        self,
+        trainer: Trainer,
+        batch: Any,
+        batch_idx: int,
+        *,
+        loss_divisor: int = 1,
+        sync_gradients: bool = True,
+    ) -> torch.Tensor:
+        """Forward and backward of one micro-batch; returns its detached loss.
+
+        ``loss_divisor`` is the gradient-accumulation window (divide the loss by it
+        before ``backward``); ``sync_gradients`` is False while accumulating (data
+        parallel strategies skip their all-reduce). A strategy that runs its own
+        microbatches (a pipeline schedule) overrides this and returns the mean loss.
+        """
+        with self.no_backward_sync(trainer.model, enabled=not sync_gradients):
+            with trainer.precision.autocast():
+                loss = self.training_step(trainer, batch, batch_idx)
+            if trainer._loss_hooks:
+                loss = trainer._apply_loss_hooks(loss, batch)
+            if not trainer._nan_guard.observe(trainer, loss) and trainer.automatic_optimization:
+                self.backward(trainer, loss / loss_divisor if loss_divisor > 1 else loss)
+        return loss.detach()
+
+    def training_step(self, trainer: Trainer, batch: Any, batch_idx: int) -> torch.Tensor:
+        """The micro-batch's loss, by the step contract of ``deepseek.training.loss``."""
+        return training_loss(trainer, batch, batch_idx)
+
+    def backward(self, trainer: Trainer, loss: torch.Tensor) -> None:
+        trainer.precision.backward(loss)
+
+    def clip_gradients(
+        self,
+        model: nn.Module,
+        max_norm: float,
+        optimizers: Sequence[torch.optim.Optimizer] | None = None,
+    ) -> torch.Tensor:
+        """Clip the gradients' global 2-norm to ``max_norm``; return the norm before
+        clipping. Sharded strategies override this to take the norm over all shards."""
+        if optimizers:
+            params = [p for opt in optimizers for g in opt.param_groups for p in g["params"]]
+        else:
+            params = list(model.parameters())
+        return torch.nn.utils.clip_grad_norm_(params, max_norm)
+
+    def optimizer_step(self, trainer: Trainer, optimizer: torch.optim.Optimizer) -> bool:
+        """Step ``optimizer`` (through the precision's loss scaler); False if skipped."""
+        return trainer.precision.step(optimizer)
 
     # -- checkpoints ---------------------------------------------------------------------
     def model_state_dict(self, model: nn.Module) -> dict[str, torch.Tensor]:

@@ -1,16 +1,24 @@
-"""The Trainer: the training loop, and nothing the loop does not need.
+"""The Trainer: a short coordinator over parts with one job each.
 
-It resolves names (backend, strategy, precision, callbacks) through the plugin
-registries once, in ``__init__``; the loop itself calls plain objects.
+- ``deepseek.training.resolve``: names, classes and dicts into objects (once, here);
+- ``deepseek.training.loss``: the step contract (how a batch becomes a loss);
+- ``deepseek.training.loops``: the fit / validation / predict loops;
+- ``deepseek.training.checkpointing``: checkpoint contents, resume, RNG;
+- ``deepseek.training.strategy``: everything a parallelism changes (the step's
+  forward-backward, clipping, optimizer step, state dicts, reductions);
+- ``deepseek.training.step_log``: ``self.log`` / ``trainer.log``.
 """
 
 from __future__ import annotations
 
-import inspect
-import math
 import os
+import signal
+import sys
+import tempfile
+import threading
 import warnings
-from collections.abc import Callable, Iterable, Mapping
+import weakref
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,11 +27,25 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from deepseek import backends
-from deepseek import checkpoint as ckpt
 from deepseek.callbacks.base import Callback
 from deepseek.callbacks.progress import ProgressBar
-from deepseek.checkpoint.format import read_meta
-from deepseek.training.data import EpochSampler, as_dataloader
+from deepseek.training import checkpointing, loops, step_log
+from deepseek.training.data import as_dataloader
+from deepseek.training.loss import (
+    STEP_METHODS,
+    NonFiniteLossGuard,
+    StepDispatch,
+    check_loss_fn,
+)
+from deepseek.training.loss import (
+    _add_module_prefix as _add_module_prefix,
+)
+from deepseek.training.loss import (
+    _strip_module_prefix as _strip_module_prefix,
+)
+from deepseek.training.loss import check_forward_takes as _check_forward_takes  # noqa: F401
+from deepseek.training.loss import extract_loss as _extract_loss  # noqa: F401
+from deepseek.training.loss import is_number as _is_number
 from deepseek.training.precision import Precision
 from deepseek.training.resolve import (
     NAN_POLICIES,
@@ -36,51 +58,23 @@ from deepseek.training.resolve import (
     resolve_strategy,
 )
 from deepseek.training.strategy import Strategy
-from deepseek.utils.batch import batch_size_of
 
 LossFn = Callable[[Any, Any], torch.Tensor]
 
-
-_STEP_METHODS = ("training_step", "validation_step", "predict_step")
-
-
-class StepDispatch(nn.Module):
-    """Routes ``model(batch, "training_step")`` to ``model.training_step(batch)`` and any
-    other call to the model's forward, so that wrappers which act in ``forward`` (DDP's
-    gradient sync, torch.compile) also see the step methods. ``state_dict`` keys and
-    ``Strategy.unwrap`` see through it (the wrapped model is ``.module``)."""
-
-    def __init__(self, module: nn.Module) -> None:
-        super().__init__()
-        self.module = module
-        self._register_state_dict_hook(_strip_module_prefix)
-        self._register_load_state_dict_pre_hook(_add_module_prefix)
-
-    def forward(self, *args: Any, **kwargs: Any) -> Any:
-        if len(args) == 2 and isinstance(args[1], str) and args[1] in _STEP_METHODS:
-            return getattr(self.module, args[1])(args[0])
-        return self.module(*args, **kwargs)
-
-
-def _strip_module_prefix(module: nn.Module, state: dict, prefix: str, local: Any) -> None:
-    for key in list(state):
-        if key.startswith(prefix + "module."):
-            state[prefix + key[len(prefix) + len("module.") :]] = state.pop(key)
-
-
-def _add_module_prefix(state: dict, prefix: str, *args: Any) -> None:
-    for key in list(state):
-        if key.startswith(prefix) and not key.startswith(prefix + "module."):
-            state[prefix + "module." + key[len(prefix) :]] = state.pop(key)
+__all__ = ["Metrics", "MixedPrecisionTrainer", "StepDispatch", "Trainer"]
 
 
 class Metrics(dict):
     """Latest value of each logged metric. Values are stored as 0-d tensors (no device
     sync on the hot path) and read back as Python floats."""
 
+    _before_read: Callable[[], None] | None = None
+
     def __getitem__(self, key: str) -> Any:
         value = super().__getitem__(key)
         if isinstance(value, torch.Tensor):
+            if key == "train_loss" and self._before_read is not None:
+                self._before_read()  # the deferred non-finite loss check
             value = value.item()
             super().__setitem__(key, value)
         return value
@@ -96,6 +90,9 @@ class Metrics(dict):
 
     def as_floats(self) -> dict[str, Any]:
         return dict(self.items())
+
+    def __repr__(self) -> str:
+        return repr(self.as_floats())
 
 
 class Trainer:
@@ -114,16 +111,94 @@ class Trainer:
         >>> trainer.global_step
         8
 
-    The loss comes from, in order: ``model.training_step(batch)``; ``loss_fn(output,
-    target)`` where ``output = model(*batch[:-1])`` and ``target = batch[-1]``; or the
-    model's own output (a scalar tensor, ``output.loss`` or ``output["loss"]``), with
-    dict batches passed as ``model(**batch)``.
+    **The step contract.** A micro-batch's loss comes from, in order:
+
+    1. ``model.training_step(batch)`` or ``model.training_step(batch, batch_idx)``
+       (Lightning's signature), returning a scalar loss or a dict with ``"loss"`` plus
+       any other values to log (logged as ``train_<key>``);
+    2. ``loss_fn(output, target)`` where ``output = model(*batch[:-1])`` and
+       ``target = batch[-1]`` (``loss_fn`` must take two arguments and return a scalar
+       tensor);
+    3. the model's own output: a scalar tensor, ``output.loss`` or ``output["loss"]``,
+       with dict batches passed as ``model(**batch)``.
+
+    ``validation_step(batch[, batch_idx])`` returns a loss or a dict of values (each
+    averaged over the whole validation set, logged as ``val_<key>``);
+    ``predict_step(batch[, batch_idx])`` returns anything.
+
+    **Logging.** Inside ``training_step`` / ``validation_step`` of a plain ``nn.Module``,
+    ``self.log(name, value, on_step=None, on_epoch=None, prog_bar=False)`` logs a value
+    (the Trainer provides ``log`` while it runs the model); callbacks call
+    ``trainer.log(...)``. In training, values are logged per step by default; in
+    validation, averaged over the epoch. ``trainer.metrics`` holds the latest values as
+    floats.
+
+    **Several optimizers.** Pass a list of optimizers, or define
+    ``configure_optimizers()`` on the model returning one or several (then
+    ``optimizer`` may be omitted): all are stepped in order at each optimizer step.
+    For full control (GANs), set ``automatic_optimization = False`` on the model: its
+    ``training_step`` then calls ``self.manual_backward(loss)`` and steps
+    ``self.optimizers()`` (= ``trainer.optimizers``) itself.
+
+    Args:
+        model: the ``nn.Module`` to train.
+        optimizer: an optimizer instance, a list of instances, a ``torch.optim`` class
+            or name (built with ``optimizer_kwargs`` over the trainable parameters), or
+            None when the model defines ``configure_optimizers()``.
+        optimizer_kwargs: keyword arguments for an optimizer class (``{"lr": 1e-3}``).
+        train_data: a ``DataLoader`` or a map-style ``Dataset`` (with ``batch_size``);
+            also accepted by ``fit``.
+        val_data: validation data, same forms; also accepted by ``fit``/``validate``.
+        batch_size: batch size for datasets given as ``Dataset`` objects.
+        loss_fn: ``loss_fn(output, target) -> scalar tensor`` (see the step contract).
+        max_epochs: epochs to train (default 1 unless ``max_steps`` is given).
+        max_steps: stop after this many optimizer steps.
+        backend: ``"auto"``, ``"cpu"``, ``"cuda"``, ... or a ``Backend``.
+        strategy: ``"single"`` (default), ``"ddp"``, ... or a ``Strategy`` instance.
+        precision: ``"auto"``, ``"fp32"``, ``"bf16-mixed"``, ``"fp16-mixed"`` or a
+            ``Precision``; ``precision_kwargs`` configure a named one
+            (``{"loss_scale": 128}``).
+        accumulate_grad_batches: micro-batches per optimizer step (the loss is divided
+            by the window, so gradients are means).
+        gradient_clip_norm: clip the gradients' global 2-norm to this value.
+        scheduler: an ``LRScheduler`` instance, class or name (built with
+            ``scheduler_kwargs``), stepped every optimizer step or every epoch
+            (``scheduler_interval="step"|"epoch"``).
+        callbacks: ``Callback`` objects, registry names or ``{"name": ..., **options}``.
+        seed: seeds the training run (backend RNGs and the data order) when the Trainer
+            is built; seed before building the model to make its initialisation
+            reproducible too.
+        deterministic: use deterministic algorithms (slower on GPUs).
+        compile: ``True`` or ``torch.compile`` options: compile the model (a one-time
+            cost at the first steps, announced on stderr).
+        gradient_checkpointing: activation checkpointing: ``True``, an int k (every k-th
+            block), module classes, a name pattern, ``"selective"`` or an
+            ``ActivationCheckpointPolicy`` (the wrapped blocks are announced).
+        gradient_accumulation_steps: deprecated alias of ``accumulate_grad_batches``.
+        scheduler_kwargs: keyword arguments for a scheduler class.
+        scheduler_interval: ``"step"`` (default) or ``"epoch"``.
+        precision_kwargs: options for a precision given by name.
+        val_every_n_epochs: validate every n epochs (and after the last one); None never.
+        val_every_n_steps: also validate every n optimizer steps (never twice at one
+            step: the epoch-end validation is skipped when a step validation just ran).
+        metrics: names (``["accuracy", "f1"]``), a dict of name -> metric (a callable
+            ``fn(output, target)`` averaged per batch, or an accumulating metric with
+            ``update/compute/reset`` such as a ``torchmetrics.Metric``, computed over the
+            whole validation set).
+        shuffle: shuffle the training data each epoch (reproducibly, from ``seed``).
+        on_nan_loss: ``"raise"`` (default; checked on the device and reported at the
+            next logging point), ``"skip"`` (skip such micro-batches; reads each loss on
+            the host) or None.
+        default_root_dir: output folder for checkpoints and logs (checked to be
+            writable before training starts); None writes nothing by default.
+        enable_progress_bar: a progress bar on a terminal, and a one-line summary per
+            epoch on stderr when the output is not a terminal or ``CI`` is set.
     """
 
     def __init__(
         self,
         model: nn.Module,
-        optimizer: torch.optim.Optimizer | type[torch.optim.Optimizer] | None = None,
+        optimizer: Any = None,
         optimizer_kwargs: Mapping[str, Any] | None = None,
         train_data: Any = None,
         val_data: Any = None,
@@ -157,9 +232,9 @@ class Trainer:
     ) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-        if gradient_accumulation_steps is not None:
-            accumulate_grad_batches = gradient_accumulation_steps
-        check_positive_int("accumulate_grad_batches", accumulate_grad_batches)
+        accumulate_grad_batches = _accumulation(
+            accumulate_grad_batches, gradient_accumulation_steps
+        )
         for name, value in (
             ("max_epochs", max_epochs),
             ("max_steps", max_steps),
@@ -177,6 +252,9 @@ class Trainer:
             )
         if gradient_clip_norm is not None and not gradient_clip_norm > 0:
             raise ValueError(f"gradient_clip_norm must be > 0, got {gradient_clip_norm!r}")
+        check_loss_fn(loss_fn)
+        for name, data in (("train_data", train_data), ("val_data", val_data)):
+            as_dataloader(data, batch_size or 1, what=name)  # IterableDataset etc.: fail now
 
         self.backend = backends.get(backend)
         self.strategy = resolve_strategy(strategy)
@@ -194,30 +272,41 @@ class Trainer:
             torch.use_deterministic_algorithms(True)
             torch.backends.cudnn.benchmark = False
 
+        user_model = model
+        self.automatic_optimization = bool(getattr(model, "automatic_optimization", True))
         self.strategy.setup(self.backend)
         if gradient_checkpointing not in (False, None):
             from deepseek.nn.activation_checkpointing import apply_activation_checkpointing
 
             model = apply_activation_checkpointing(model, gradient_checkpointing)
-        if any(hasattr(model, step) for step in _STEP_METHODS):
+            _announce_checkpointing(model)
+        if any(hasattr(model, step) for step in STEP_METHODS):
             model = StepDispatch(model)
         self.model = self.strategy.setup_model(model)
-        self.optimizer = self.strategy.setup_optimizer(
-            resolve_optimizer(optimizer, optimizer_kwargs, self.model)
-        )
-        self.scheduler = resolve_scheduler(scheduler, scheduler_kwargs, self.optimizer)
+        self.optimizers: list[torch.optim.Optimizer] = [
+            self.strategy.setup_optimizer(opt)
+            for opt in _build_optimizers(optimizer, optimizer_kwargs, self.model, user_model)
+        ]
+        self.scheduler = resolve_scheduler(scheduler, scheduler_kwargs, self.optimizers[0])
         self.scheduler_interval = scheduler_interval
         if compile:
             from deepseek.compiler import compile as ds_compile
 
             options = dict(compile) if isinstance(compile, Mapping) else {}
             self.model = ds_compile(self.model, **options)
+            _say(
+                "compile=True: the model is compiled at its first steps (a one-time cost, "
+                "often tens of seconds; later steps run faster)"
+            )
 
         self._user_model = self.strategy.unwrap(self.model)  # looked up once, used per step
+        step_log.attach(self._user_model)
+        if not self.automatic_optimization:
+            _attach_manual_optimization(self._user_model)
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.loss_fn = loss_fn
-        self.metric_fns = resolve_metrics(metrics)
+        self.metric_fns, self._epoch_metrics = _split_metrics(resolve_metrics(metrics))
         self.max_epochs = max_epochs if max_epochs is not None or max_steps else 1
         self.max_steps = max_steps
         self.accumulate_grad_batches = accumulate_grad_batches
@@ -226,6 +315,7 @@ class Trainer:
         self.val_every_n_steps = val_every_n_steps
         self.on_nan_loss = on_nan_loss
         self.default_root_dir = Path(default_root_dir) if default_root_dir is not None else None
+        self.enable_progress_bar = enable_progress_bar
         self.train_data = train_data
         self.val_data = val_data
 
@@ -235,15 +325,40 @@ class Trainer:
         self.batch_idx = 0  # micro-batches consumed in the current epoch
         self.optimizer_stepped = False  # whether the last micro-batch ended with a step
         self.should_stop = False
+        self.interrupted = False  # set when SIGINT stopped fit
         self.nan_losses_skipped = 0
         self.metrics = Metrics()
+        self.progress_bar_metrics: set[str] = set()
         self.num_training_batches = 0
         self.stage: str | None = None
+        self.resumed_from: Path | None = None
         self._data_seed = seed if seed is not None else int(torch.randint(0, 2**31, ()).item())
         self._epoch_done = False
+        self._iterator_started = False
+        self._last_val_step: int | None = None
         self._pending_rng: dict[str, Any] | None = None
+        self._rng_after_iterator = True
+        self._interrupted = False
+        self._nan_guard = NonFiniteLossGuard(on_nan_loss)
+        self.metrics._before_read = lambda: self._nan_guard.check(self)
+        self._logging_stage = "train"
+        self._epoch_logs = {s: step_log.EpochAccumulator() for s in ("train", "val", "test")}
+        self._metric_warned: set[str] = set()
+        self._loss_hooks = [
+            cb for cb in self.callbacks if type(cb).on_train_loss is not Callback.on_train_loss
+        ]
+        self._teardown_strategy = weakref.finalize(self, self.strategy.teardown)
 
     # -- public API ------------------------------------------------------------------------
+    @property
+    def optimizer(self) -> torch.optim.Optimizer:
+        """The (first) optimizer; ``optimizers`` lists all of them."""
+        return self.optimizers[0]
+
+    @optimizer.setter
+    def optimizer(self, value: torch.optim.Optimizer) -> None:
+        self.optimizers[0] = value
+
     @property
     def is_global_zero(self) -> bool:
         return self.strategy.is_global_zero
@@ -263,7 +378,12 @@ class Trainer:
 
         ``resume="last"`` continues from the newest checkpoint written by a
         ``ModelCheckpoint`` (starting fresh, with a warning, when there is none);
-        a path continues from that checkpoint, mid-epoch if it was saved mid-epoch.
+        a path continues from that checkpoint, mid-epoch if it was saved mid-epoch, and
+        bit-exactly (weights, optimizer, RNG, data order) wherever it was saved.
+
+        Ctrl-C (SIGINT) finishes the current step, writes a checkpoint, prints where it
+        is and how to resume, and returns (``trainer.interrupted`` is then True); a
+        second Ctrl-C stops at once.
         """
         if train_data is not None:
             self.train_data = train_data
@@ -272,354 +392,266 @@ class Trainer:
         train_loader = self._train_loader(self.train_data)
         val_loader = self._eval_loader(self.val_data)
         self.num_training_batches = len(train_loader)
-        self._run_stage("fit", lambda: self._fit_loop(train_loader, val_loader, resume))
 
-    def validate(self, val_data: Any = None) -> dict[str, float]:
-        """Run the validation loop once and return its metrics (``val_loss``, ...)."""
+        def body() -> None:
+            self._check_output_folders()
+            if resume is not None:
+                path = checkpointing.restore(self, resume)
+                if path is not None:
+                    self.resumed_from = path
+                    self._nan_guard._since_step = self.global_step
+                    _say(f"resumed from {_describe(path)}: epoch {self.current_epoch}, "
+                         f"batch {self.batch_idx}, step {self.global_step}")  # fmt: skip
+            with _sigint_stops(self):
+                loops.fit_loop(self, train_loader, val_loader)
+            if self._interrupted:
+                self._save_on_interrupt()
+
+        self.interrupted = self._interrupted = False
+        self._run_stage("fit", body)
+
+    def validate(
+        self, val_data: Any = None, ckpt_path: str | os.PathLike | None = None
+    ) -> dict[str, float]:
+        """Run the validation loop once and return its metrics (``val_loss``, ...).
+
+        ``ckpt_path="best"`` / ``"last"`` / a path first loads those weights (the best or
+        newest checkpoint of this Trainer's ``ModelCheckpoint``); None scores the current
+        weights.
+        """
         loader = self._eval_loader(val_data if val_data is not None else self.val_data)
         if loader is None:
             raise ValueError("validate() needs data: pass val_data here or to the Trainer")
-        return self._run_stage("validate", lambda: self._validation_loop(loader))
+        self._load_for_eval(ckpt_path, "validate")
+        return self._run_stage("validate", lambda: loops.validation_loop(self, loader))
 
-    def predict(self, data: Any) -> Any:
-        """Model outputs for every batch of ``data`` (concatenated when they are tensors)."""
-        loader = self._eval_loader(data)
+    def test(self, data: Any, ckpt_path: str | os.PathLike | None = None) -> dict[str, float]:
+        """Score ``data`` once (metrics named ``test_loss``, ``test_<metric>``, ...), with
+        the same step contract as validation; ``ckpt_path`` as in ``validate``."""
+        loader = self._eval_loader(data, what="test data")
+        if loader is None:
+            raise ValueError("test() needs data: trainer.test(test_data)")
+        self._load_for_eval(ckpt_path, "test")
+        return self._run_stage("test", lambda: loops.validation_loop(self, loader, prefix="test"))
+
+    def predict(self, data: Any, ckpt_path: str | os.PathLike | None = None) -> Any:
+        """Model outputs for every batch of ``data`` (concatenated when they are tensors);
+        ``ckpt_path`` as in ``validate``."""
+        loader = self._eval_loader(data, what="predict data")
         if loader is None:
             raise ValueError("predict() needs data")
-        return self._run_stage("predict", lambda: self._predict_loop(loader))
+        self._load_for_eval(ckpt_path, "predict")
+        return self._run_stage("predict", lambda: loops.predict_loop(self, loader))
 
     def save_checkpoint(
         self, path: str | os.PathLike, weights_only: bool = False, **metadata: Any
     ) -> Path:
         """Write a checkpoint directory (atomically). ``weights_only=True`` stores just the
         model weights; otherwise everything an exact resume needs."""
-        model_state = self.strategy.model_state_dict(self.model)
-        meta = {
-            "epoch": self.current_epoch,
-            "global_step": self.global_step,
-            "metrics": {k: v for k, v in self.metrics.as_floats().items() if _is_number(v)},
-            **metadata,
-        }
-        trainer_state = None if weights_only else self._trainer_state()
-        path = self.strategy.save_checkpoint(path, model_state, trainer_state, meta)
-        for cb in self.callbacks:
-            cb.on_save_checkpoint(self, str(path))
-        return path
+        return checkpointing.save(self, path, weights_only=weights_only, **metadata)
+
+    def log(
+        self,
+        name: str,
+        value: Any,
+        on_step: bool | None = None,
+        on_epoch: bool | None = None,
+        prog_bar: bool = False,
+    ) -> None:
+        """Log ``value`` (a number or a one-element tensor) under ``name``.
+
+        In training, ``on_step`` (default True) stores the latest value in
+        ``trainer.metrics``; ``on_epoch`` (default False) also stores the epoch's mean at
+        the epoch's end. In validation/test the default is the mean over the whole loop.
+        ``prog_bar=True`` shows it on the progress bar.
+        """
+        if not isinstance(name, str) or not name:
+            raise TypeError(f"log() needs a metric name (a non-empty str), got {name!r}")
+        if isinstance(value, torch.Tensor):
+            if value.numel() != 1:
+                raise ValueError(
+                    f"log({name!r}, ...) needs a number or a one-element tensor, got a "
+                    f"tensor of shape {tuple(value.shape)}; reduce it first (e.g. .mean())"
+                )
+            value = value.detach().reshape(())
+        elif isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise TypeError(
+                f"log({name!r}, ...) needs a number or a one-element tensor, "
+                f"got {type(value).__name__}"
+            )
+        training = self._logging_stage == "train"
+        if on_step is None:
+            on_step = training
+        if on_epoch is None:
+            on_epoch = not training
+        if prog_bar:
+            self.progress_bar_metrics.add(name)
+        if on_step:
+            self.metrics[name] = value
+        if on_epoch:
+            key = f"{name}_epoch" if on_step else name
+            self._epoch_logs[self._logging_stage].add(key, value)
 
     # -- stages ----------------------------------------------------------------------------
+    def teardown(self) -> None:
+        """Release the strategy's resources (process groups, ...). Called when a stage
+        fails, and when the Trainer is garbage collected or the interpreter exits."""
+        self._teardown_strategy()
+
     def _run_stage(self, stage: str, body: Callable[[], Any]) -> Any:
         self.stage = stage
-        for cb in self.callbacks:
-            cb.setup(self, stage)
+        failed = False
         try:
-            return body()
-        except BaseException as exc:
             for cb in self.callbacks:
-                cb.on_exception(self, exc)
+                cb.setup(self, stage)
+            with step_log.active(self):
+                return body()
+        except BaseException as exc:
+            try:
+                for cb in self.callbacks:
+                    cb.on_exception(self, exc)
+            finally:
+                failed = True
             raise
         finally:
-            for cb in self.callbacks:
-                cb.teardown(self, stage)
-            self.stage = None
+            try:
+                for cb in self.callbacks:
+                    cb.teardown(self, stage)
+            finally:
+                self.stage = None
+                if failed:  # the run is over: release the strategy's resources now
+                    self._teardown_strategy()
 
-    def _fit_loop(self, loader: DataLoader, val_loader: DataLoader | None, resume: Any) -> None:
-        if resume is not None:
-            self._restore(resume)
-        self._call("on_fit_start")
-        sampler: EpochSampler = loader.sampler  # type: ignore[assignment]
-        while not self._finished():
-            sampler.set_epoch(self.current_epoch)
-            sampler.start_at(self.batch_idx * loader.batch_size)
-            self._epoch_done = False
-            iterator = iter(loader)
-            if self._pending_rng is not None:
-                # Restore RNG after creating the iterator, which draws a worker seed.
-                ckpt.set_rng_state(self._pending_rng)
-                self._pending_rng = None
-            self._call("on_train_epoch_start")
-            self.model.train()
-            for batch in iterator:
-                self._train_batch(batch, val_loader)
-                if self.should_stop or self._max_steps_reached():
-                    break
-            if val_loader is not None and self._validate_this_epoch():
-                self._validation_loop(val_loader)
-            if self.scheduler is not None and self.scheduler_interval == "epoch":
-                self._scheduler_step()
-            self._epoch_done = True
-            self._call("on_train_epoch_end")
-            self.current_epoch += 1
-            self.batch_idx = 0
-        self._call("on_fit_end")
-
-    def _train_batch(self, batch: Any, val_loader: DataLoader | None) -> None:
-        batch_idx = self.batch_idx
-        for cb in self.callbacks:
-            cb.on_train_batch_start(self, batch, batch_idx)
-        batch = self.strategy.batch_to_device(batch)
-        k = self.accumulate_grad_batches
-        last_in_epoch = batch_idx + 1 == self.num_training_batches
-        boundary = (batch_idx + 1) % k == 0 or last_in_epoch
-        # The last window of an epoch may be short: divide by its real size.
-        window = (
-            k
-            if (batch_idx // k + 1) * k <= self.num_training_batches
-            else (self.num_training_batches % k)
-        )
-        with self.strategy.no_backward_sync(self.model, enabled=not boundary):
-            with self.precision.autocast():
-                loss = self._training_loss(batch)
-            skip = self._check_loss(loss)
-            if not skip:
-                self.precision.backward(loss / window if window > 1 else loss)
-        self.batch_idx += 1
-        self.optimizer_stepped = boundary
-        detached = loss.detach()
-        self.metrics["train_loss"] = detached
-        if boundary:
-            self._optimizer_step()
-            every = self.val_every_n_steps
-            if val_loader is not None and every and self.global_step % every == 0:
-                self._validation_loop(val_loader)
-        for cb in self.callbacks:
-            cb.on_train_batch_end(self, {"loss": detached}, batch, batch_idx)
-
-    def _optimizer_step(self) -> None:
-        self.precision.unscale(self.optimizer)
-        for cb in self.callbacks:
-            cb.on_before_optimizer_step(self, self.optimizer)
-        if self.gradient_clip_norm is not None:
-            params = [p for g in self.optimizer.param_groups for p in g["params"]]
-            norm = torch.nn.utils.clip_grad_norm_(params, self.gradient_clip_norm)
-            self.metrics["grad_norm"] = norm.detach()
-        self.precision.step(self.optimizer)
-        self.optimizer.zero_grad(set_to_none=True)
-        self.global_step += 1
-        if self.scheduler is not None and self.scheduler_interval == "step":
-            self._scheduler_step()
-
-    def _scheduler_step(self) -> None:
-        if isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
-            if "val_loss" not in self.metrics:
-                raise ValueError(
-                    "ReduceLROnPlateau needs val_loss: pass val_data and scheduler_interval='epoch'"
-                )
-            self.scheduler.step(self.metrics["val_loss"])
-        else:
-            self.scheduler.step()
-
-    @torch.no_grad()
-    def _validation_loop(self, loader: DataLoader) -> dict[str, float]:
-        self._call("on_validation_start")
-        was_training = self.model.training
-        self.model.eval()
-        totals: dict[str, torch.Tensor] = {}
-        count = torch.zeros((), dtype=torch.float64)
-        for batch in loader:
-            batch = self.strategy.batch_to_device(batch)
-            with self.precision.autocast():
-                values = self._validation_values(batch)
-            n = batch_size_of(batch)
-            for name, value in values.items():
-                value = value.detach().double().cpu() * n
-                totals[name] = totals[name] + value if name in totals else value
-            count += n
-        count = self.strategy.reduce(count.to(self.strategy.device), "sum").cpu()
-        results = {}
-        for name, total in totals.items():
-            summed = self.strategy.reduce(total.to(self.strategy.device), "sum").cpu()
-            results[f"val_{name}"] = float(summed / count)
-        self.metrics.update(results)
-        self.model.train(was_training)
-        self._call("on_validation_end")
-        return results
-
-    @torch.no_grad()
-    def _predict_loop(self, loader: DataLoader) -> Any:
-        self.model.eval()
-        outputs = []
-        for batch in loader:
-            batch = self.strategy.batch_to_device(batch)
-            with self.precision.autocast():
-                if hasattr(self.unwrapped_model, "predict_step"):
-                    out = self.model(batch, "predict_step")
-                else:
-                    inputs = batch[0] if isinstance(batch, (list, tuple)) else batch
-                    out = self._forward(inputs)
-            outputs.append(out)
-        if outputs and all(isinstance(o, torch.Tensor) for o in outputs):
-            return torch.cat(outputs)
-        return outputs
-
-    # -- loss and metrics ------------------------------------------------------------------
-    def _forward(self, inputs: Any) -> Any:
-        if isinstance(inputs, Mapping):
-            return self.model(**inputs)
-        if isinstance(inputs, (list, tuple)):
-            return self.model(*inputs)
-        return self.model(inputs)
-
-    def _split(self, batch: Any) -> tuple[Any, Any]:
-        if isinstance(batch, (list, tuple)) and len(batch) >= 2:
-            inputs = batch[0] if len(batch) == 2 else tuple(batch[:-1])
-            return inputs, batch[-1]
-        return batch, None
-
-    def _training_loss(self, batch: Any) -> torch.Tensor:
-        user_model = self.unwrapped_model
-        if hasattr(user_model, "training_step"):
-            # Through the wrappers' forward (StepDispatch), so DDP syncs the gradients.
-            return _extract_loss(self.model(batch, "training_step"), "training_step")
-        if self.loss_fn is not None:
-            inputs, target = self._split(batch)
-            if target is None:
-                raise ValueError(
-                    "loss_fn needs (inputs, target) batches, but a batch is a "
-                    f"{type(batch).__name__}; return (inputs, target) from the dataset"
-                )
-            return self.loss_fn(self._forward(inputs), target)
-        _check_forward_takes(user_model, batch)
-        return _extract_loss(self._forward(batch), "the model's forward")
-
-    def _validation_values(self, batch: Any) -> dict[str, torch.Tensor]:
-        user_model = self.unwrapped_model
-        if hasattr(user_model, "validation_step"):
-            out = self.model(batch, "validation_step")
-            if isinstance(out, Mapping):
-                return {k.removeprefix("val_"): torch.as_tensor(v) for k, v in out.items()}
-            return {"loss": _extract_loss(out, "validation_step")}
-        if self.loss_fn is not None:
-            inputs, target = self._split(batch)
-            output = self._forward(inputs)
-            values = {"loss": self.loss_fn(output, target)}
-            for name, fn in self.metric_fns.items():
-                values[name] = torch.as_tensor(fn(output, target))
-            return values
-        if hasattr(user_model, "training_step"):
-            return {"loss": _extract_loss(self.model(batch, "training_step"), "training_step")}
-        return {"loss": _extract_loss(self._forward(batch), "the model's forward")}
-
-    def _check_loss(self, loss: torch.Tensor) -> bool:
-        """True when this micro-batch must be skipped (non-finite loss, policy 'skip')."""
-        if self.on_nan_loss is None:
-            return False
-        # .item() is the cheapest check on the CPU; on an accelerator both ways sync.
-        finite = (
-            math.isfinite(loss.item()) if loss.device.type == "cpu" else bool(torch.isfinite(loss))
-        )
-        if finite:
-            return False
-        where = f"at step {self.global_step} (epoch {self.current_epoch}, batch {self.batch_idx})"
-        if self.on_nan_loss == "raise":
-            raise FloatingPointError(
-                f"the loss is {loss.item()} {where}. Lower the learning rate, clip "
-                "gradients (gradient_clip_norm=1.0), check the data, or pass "
-                "on_nan_loss='skip' to skip such batches"
-            )
-        self.nan_losses_skipped += 1
-        warnings.warn(f"skipping a batch whose loss is {loss.item()} {where}", stacklevel=2)
-        return True
-
-    # -- data ------------------------------------------------------------------------------
-    def _train_loader(self, data: Any) -> DataLoader:
-        if data is None:
-            raise ValueError("fit() needs training data: pass train_data to the Trainer or fit()")
-        loader = as_dataloader(data, self.batch_size, what="train_data")
-        shuffle = self.shuffle
-        if isinstance(data, DataLoader):  # keep the user's choice of shuffling
-            shuffle = isinstance(data.sampler, torch.utils.data.RandomSampler)
-        loader = self.strategy.setup_dataloader(
-            loader, shuffle=shuffle, seed=self._data_seed, drop_last=loader.drop_last
-        )
-        if len(loader) == 0:
-            raise ValueError(
-                "train_data yields no batches (empty dataset, or drop_last with fewer "
-                "samples than batch_size)"
-            )
-        return loader
-
-    def _eval_loader(self, data: Any) -> DataLoader | None:
-        loader = as_dataloader(data, self.batch_size, what="val_data")
-        if loader is None or self.strategy.world_size == 1:
-            return loader
-        return self.strategy.setup_dataloader(loader, shuffle=False, seed=0)
-
-    # -- checkpoint state --------------------------------------------------------------------
-    def _trainer_state(self) -> dict[str, Any]:
-        return {
-            "progress": {
-                "epoch": self.current_epoch,
-                "global_step": self.global_step,
-                "batch_idx": self.batch_idx,
-                "epoch_done": self._epoch_done,
-                "nan_losses_skipped": self.nan_losses_skipped,
-                "data_seed": self._data_seed,
-            },
-            "optimizer": self.strategy.optimizer_state_dict(self.optimizer),
-            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
-            "precision": self.precision.state_dict(),
-            "rng": ckpt.get_rng_state(),
-            "callbacks": {cb.state_key: cb.state_dict() for cb in self.callbacks},
-            "metrics": {k: v for k, v in self.metrics.as_floats().items() if _is_number(v)},
-        }
-
-    def _resolve_resume(self, resume: str | os.PathLike) -> Path | None:
-        if str(resume) != "last":
-            return Path(resume)
-        roots = [Path(d) for cb in self.callbacks if (d := getattr(cb, "dirpath", None))]
-        if self.default_root_dir is not None:
-            roots.append(self.default_root_dir / "checkpoints")
-        found = [p for root in roots if (p := ckpt.latest_checkpoint(root)) is not None]
-        metas = {p: read_meta(p) for p in found}
-        full = [p for p, meta in metas.items() if meta.get("kind") == "full"]
-        if not full:
-            warnings.warn(
-                f"resume='last' found no full checkpoint under {[str(r) for r in roots]}; "
-                "starting from scratch",
-                stacklevel=3,
-            )
-            return None
-        return max(full, key=lambda p: metas[p]["metadata"].get("global_step", -1))
-
-    def _restore(self, resume: str | os.PathLike) -> None:
-        path = self._resolve_resume(resume)
-        if path is None:
+    def _save_on_interrupt(self) -> None:
+        self.interrupted = True
+        root = next((Path(d) for cb in self.callbacks if (d := getattr(cb, "dirpath", None))), None)
+        if root is None and self.default_root_dir is not None:
+            root = self.default_root_dir / "checkpoints"
+        where = f"epoch {self.current_epoch}, batch {self.batch_idx}, step {self.global_step}"
+        if root is None:
+            _say(f"interrupted at {where}; no checkpoint written (default_root_dir=None)")
             return
-        checkpoint = self.strategy.load_checkpoint(path)
-        if checkpoint.trainer_state is None:
-            raise ValueError(
-                f"{path} is a weights-only checkpoint: it has no optimizer or progress "
-                "state, so training cannot resume from it. Load it with "
-                "deepseek.checkpoint.load_weights(model, path), or save full checkpoints "
-                "(ModelCheckpoint(save_weights_only=False))"
-            )
-        state = checkpoint.trainer_state
-        self.strategy.load_model_state_dict(self.model, checkpoint.model_state)
-        self.strategy.load_optimizer_state_dict(self.optimizer, state["optimizer"])
-        if self.scheduler is not None and state.get("scheduler") is not None:
-            self.scheduler.load_state_dict(state["scheduler"])
-        self.precision.load_state_dict(state.get("precision", {}))
-        progress = state["progress"]
-        self.global_step = progress["global_step"]
-        self.nan_losses_skipped = progress.get("nan_losses_skipped", 0)
-        self._data_seed = progress["data_seed"]
-        if progress["epoch_done"]:
-            self.current_epoch, self.batch_idx = progress["epoch"] + 1, 0
-        else:
-            self.current_epoch, self.batch_idx = progress["epoch"], progress["batch_idx"]
-        self.metrics.update(state.get("metrics", {}))
-        saved = state.get("callbacks", {})
-        for cb in self.callbacks:
-            if cb.state_key in saved:
-                cb.load_state_dict(saved[cb.state_key])
-        self._pending_rng = state["rng"]
-        for cb in self.callbacks:
-            cb.on_load_checkpoint(self, str(path))
+        path = self.save_checkpoint(root / f"interrupted-step_{self.global_step}")
+        _say(
+            f"interrupted at {where}; checkpoint written to {path}. Resume with "
+            f"trainer.fit(resume={str(path)!r}) or deepseek train CONFIG "
+            f"--set trainer.resume={path}"
+        )
 
-    # -- helpers ---------------------------------------------------------------------------
+    def _load_for_eval(self, ckpt_path: str | os.PathLike | None, what: str) -> None:
+        if ckpt_path is None:
+            return
+        path = self._checkpoint_for(ckpt_path)
+        checkpoint = self.strategy.load_checkpoint(path)
+        self.strategy.load_model_state_dict(self.model, checkpoint.model_state)
+        _say(f"{what}: weights from {_describe(path)}")
+
+    def _checkpoint_for(self, which: str | os.PathLike) -> Path:
+        try:
+            from deepseek.checkpoint import resolve_checkpoint_path
+        except ImportError:
+            resolve_checkpoint_path = None
+        if resolve_checkpoint_path is not None:
+            return Path(resolve_checkpoint_path(self, which))
+        if str(which) in ("best", "last"):
+            attr = f"{which}_model_path"
+            for cb in self.callbacks:
+                found = getattr(cb, attr, None)
+                if found and Path(found).exists():
+                    return Path(found)
+            if str(which) == "last" and (path := checkpointing.resolve_resume_path(self, "last")):
+                return path
+            raise FileNotFoundError(
+                f"ckpt_path={str(which)!r}: this Trainer has no {which} checkpoint (add a "
+                "ModelCheckpoint callback, e.g. ModelCheckpoint(monitor='val_loss'), and fit "
+                "first), or pass the checkpoint's path"
+            )
+        path = Path(which)
+        if not path.exists():
+            raise FileNotFoundError(f"ckpt_path={str(which)!r}: no such checkpoint")
+        return path
+
+    def _check_output_folders(self) -> None:
+        """Fail before training, not after an epoch, when an output folder is unwritable."""
+        if not self.is_global_zero:
+            return
+        folders = {self.default_root_dir} if self.default_root_dir is not None else set()
+        for cb in self.callbacks:
+            for attr in ("dirpath", "save_dir"):
+                folder = getattr(cb, attr, None)
+                if isinstance(folder, (str, os.PathLike)):
+                    folders.add(Path(folder))
+        for folder in sorted(folders, key=str):
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+                with tempfile.TemporaryFile(dir=folder):
+                    pass
+            except OSError as exc:
+                reason = exc.strerror or type(exc).__name__
+                raise PermissionError(
+                    f"cannot write to the output folder {folder} ({reason}); pass a writable "
+                    "default_root_dir= (or callback folder) before training starts"
+                ) from None
+
+    # -- hooks the loops call ----------------------------------------------------------------
     def _call(self, hook: str) -> None:
         for cb in self.callbacks:
             getattr(cb, hook)(self)
+
+    def _apply_loss_hooks(self, loss: torch.Tensor, batch: Any) -> torch.Tensor:
+        for cb in self._loss_hooks:
+            new = cb.on_train_loss(self, loss, batch)
+            if new is not None:
+                loss = new
+        return loss
+
+    def _log_step_extras(self, out: Mapping[str, Any], prefix: str) -> None:
+        for key, value in out.items():
+            if key == "loss":
+                continue
+            if isinstance(value, torch.Tensor) and value.numel() == 1:
+                value = value.detach().reshape(())
+            elif isinstance(value, bool) or not isinstance(value, (int, float)):
+                continue
+            self.metrics[key if key.startswith(prefix) else prefix + key] = value
+
+    def _flush_epoch_logs(self, stage: str) -> dict[str, float]:
+        return self._epoch_logs[stage].flush()
+
+    def _per_batch_metrics(self, output: Any, target: Any) -> dict[str, torch.Tensor]:
+        if output is None or target is None:
+            for name in self.metric_fns:
+                self._warn_metric(name, _NO_PAIR)
+            return {}
+        return {name: torch.as_tensor(fn(output, target)) for name, fn in self.metric_fns.items()}
+
+    def _update_metrics(self, output: Any, target: Any) -> None:
+        for name, metric in self._epoch_metrics.items():
+            if output is None or target is None:
+                self._warn_metric(name, _NO_PAIR)
+                continue
+            logits = output.logits if hasattr(output, "logits") else output
+            metric.update(logits, target)
+
+    def _compute_metric(self, name: str, metric: Any) -> float | None:
+        if name in self._metric_warned:
+            return None
+        value = metric.compute()  # accumulating metrics sync across ranks themselves
+        return float(value.detach().float()) if isinstance(value, torch.Tensor) else float(value)
+
+    def _warn_metric(self, name: str, why: str) -> None:
+        if name not in self._metric_warned:
+            self._metric_warned.add(name)
+            warnings.warn(f"metric {name!r} cannot be computed: {why}", stacklevel=4)
+
+    def _epoch_summary(self) -> None:
+        logs = self._flush_epoch_logs("train")
+        self.metrics.update(logs)
+        if not (self.enable_progress_bar and self.is_global_zero) or _interactive():
+            return
+        parts = [f"{k}={v:.4g}" for k, v in self.metrics.as_floats().items() if _is_number(v)]
+        total = f"/{self.max_epochs}" if self.max_epochs is not None else ""
+        _say(f"epoch {self.current_epoch + 1}{total} step {self.global_step}: " + " ".join(parts))
 
     def _max_steps_reached(self) -> bool:
         return self.max_steps is not None and self.global_step >= self.max_steps
@@ -639,6 +671,37 @@ class Trainer:
         last_epoch = self.max_epochs is not None and self.current_epoch + 1 >= self.max_epochs
         return last_epoch or self.should_stop or self._max_steps_reached()
 
+    # -- data ------------------------------------------------------------------------------
+    def _train_loader(self, data: Any) -> DataLoader:
+        if data is None:
+            raise ValueError("fit() needs training data: pass train_data to the Trainer or fit()")
+        loader = as_dataloader(data, self.batch_size, what="train_data")
+        shuffle = self.shuffle
+        if isinstance(data, DataLoader):  # keep the user's choice of shuffling
+            shuffle = isinstance(data.sampler, torch.utils.data.RandomSampler)
+        loader = self.strategy.setup_dataloader(
+            loader, shuffle=shuffle, seed=self._data_seed, drop_last=loader.drop_last
+        )
+        if len(loader) == 0:
+            raise ValueError(
+                "train_data yields no batches (empty dataset, or drop_last with fewer "
+                "samples than batch_size)"
+            )
+        return loader
+
+    def _eval_loader(self, data: Any, what: str = "val_data") -> DataLoader | None:
+        loader = as_dataloader(data, self.batch_size, what=what)
+        if loader is None or self.strategy.world_size == 1:
+            return loader
+        return self.strategy.setup_dataloader(loader, shuffle=False, seed=0)
+
+    # -- deprecated private names kept for code that reached into the Trainer -----------------
+    def _trainer_state(self) -> dict[str, Any]:
+        return checkpointing.capture_trainer_state(self)
+
+    def _restore(self, resume: str | os.PathLike) -> None:
+        checkpointing.restore(self, resume)
+
     def __repr__(self) -> str:
         return (
             f"Trainer(backend={self.backend.name!r}, strategy={self.strategy!r}, "
@@ -646,43 +709,160 @@ class Trainer:
         )
 
 
-# -- loss and batch helpers ------------------------------------------------------------------
+_NO_PAIR = (
+    "validation gives it no (output, target) pair: use loss_fn with (inputs, target) "
+    "batches, a dict batch with 'labels', or log it with self.log in validation_step"
+)
 
 
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+# -- construction helpers ------------------------------------------------------------------
 
 
-def _check_forward_takes(model: nn.Module, batch: Any) -> None:
-    """A (inputs, target) batch fed to a one-input model means loss_fn was forgotten."""
-    if not isinstance(batch, (list, tuple)):
-        return
-    params = inspect.signature(model.forward).parameters.values()
-    if any(p.kind is p.VAR_POSITIONAL for p in params):
-        return
-    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
-    if len(batch) > len(positional):
-        raise TypeError(
-            f"{type(model).__name__}.forward takes {len(positional)} input(s) but a batch has "
-            f"{len(batch)} elements, and there is no loss: pass loss_fn= to the Trainer "
-            "(batches are then (inputs, target)), or define training_step(batch) on the model"
+def _accumulation(accumulate_grad_batches: int, gradient_accumulation_steps: int | None) -> int:
+    if gradient_accumulation_steps is not None:
+        if accumulate_grad_batches not in (1, gradient_accumulation_steps):
+            raise ValueError(
+                f"accumulate_grad_batches={accumulate_grad_batches} and "
+                f"gradient_accumulation_steps={gradient_accumulation_steps} disagree; pass "
+                "only accumulate_grad_batches (gradient_accumulation_steps is its deprecated alias)"
+            )
+        warnings.warn(
+            "gradient_accumulation_steps is deprecated; use accumulate_grad_batches",
+            DeprecationWarning,
+            stacklevel=3,
         )
+        accumulate_grad_batches = gradient_accumulation_steps
+    check_positive_int("accumulate_grad_batches", accumulate_grad_batches)
+    return accumulate_grad_batches
 
 
-def _extract_loss(output: Any, where: str) -> torch.Tensor:
-    loss = output
-    if isinstance(output, Mapping):
-        loss = output.get("loss")
-    elif not isinstance(output, torch.Tensor) and hasattr(output, "loss"):
-        loss = output.loss
-    if isinstance(loss, torch.Tensor) and loss.numel() == 1 and loss.is_floating_point():
-        return loss.reshape(())
-    shape = f" of shape {tuple(output.shape)}" if isinstance(output, torch.Tensor) else ""
-    raise TypeError(
-        f"{where} returned a {type(output).__name__}{shape}, not a loss. Pass loss_fn= "
-        "to the Trainer, return a scalar loss (or an object with .loss / a dict with "
-        "'loss'), or define training_step(batch) on the model"
-    )
+def _build_optimizers(
+    optimizer: Any, kwargs: Mapping[str, Any] | None, model: nn.Module, user_model: nn.Module
+) -> list[torch.optim.Optimizer]:
+    if optimizer is None and hasattr(user_model, "configure_optimizers"):
+        if kwargs:
+            raise ValueError(
+                "optimizer_kwargs apply to an optimizer class; the model's "
+                "configure_optimizers() builds its own optimizers"
+            )
+        optimizer = user_model.configure_optimizers()
+        where = f"{type(user_model).__name__}.configure_optimizers()"
+    else:
+        where = "optimizer"
+    if isinstance(optimizer, torch.optim.Optimizer) or not isinstance(optimizer, Sequence):
+        if isinstance(optimizer, Mapping):
+            raise TypeError(
+                f"{where} returned a dict; return an optimizer or a list of optimizers "
+                "(pass schedulers with scheduler=)"
+            )
+        return [resolve_optimizer(optimizer, kwargs, model)]
+    if isinstance(optimizer, str):
+        return [resolve_optimizer(optimizer, kwargs, model)]
+    optimizers = list(optimizer)
+    if not optimizers or not all(isinstance(o, torch.optim.Optimizer) for o in optimizers):
+        kinds = ", ".join(type(o).__name__ for o in optimizers) or "nothing"
+        raise TypeError(
+            f"{where} must be an optimizer or a list of optimizer instances, got [{kinds}]"
+        )
+    if kwargs:
+        raise ValueError("optimizer_kwargs only apply when optimizer is a class")
+    seen: set[int] = set()
+    for opt in optimizers:
+        for group in opt.param_groups:
+            for p in group["params"]:
+                if id(p) in seen:
+                    raise ValueError(
+                        f"a parameter of shape {tuple(p.shape)} is in two of the optimizers "
+                        f"from {where}; give each parameter to one optimizer"
+                    )
+                seen.add(id(p))
+    return optimizers
+
+
+def _attach_manual_optimization(model: nn.Module) -> None:
+    """``self.optimizers()`` and ``self.manual_backward(loss)`` for manual optimization."""
+
+    def optimizers() -> Any:
+        trainer = step_log.current_trainer()
+        if trainer is None:
+            raise RuntimeError("self.optimizers() works only while a Trainer runs the model")
+        opts = trainer.optimizers
+        return opts[0] if len(opts) == 1 else list(opts)
+
+    def manual_backward(loss: torch.Tensor) -> None:
+        trainer = step_log.current_trainer()
+        if trainer is None:
+            raise RuntimeError("self.manual_backward() works only while a Trainer runs the model")
+        trainer.strategy.backward(trainer, loss)
+
+    for name, fn in (("optimizers", optimizers), ("manual_backward", manual_backward)):
+        if getattr(type(model), name, None) is None and name not in vars(model):
+            object.__setattr__(model, name, fn)
+
+
+def _split_metrics(metrics: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Per-batch callables ``fn(output, target)`` vs accumulating metrics (update/compute)."""
+    per_batch, accumulating = {}, {}
+    for name, metric in metrics.items():
+        if all(hasattr(metric, m) for m in ("update", "compute", "reset")):
+            accumulating[name] = metric
+        else:
+            per_batch[name] = metric
+    return per_batch, accumulating
+
+
+def _announce_checkpointing(model: nn.Module) -> None:
+    from deepseek.nn.activation_checkpointing import CheckpointWrapper
+
+    names = [name for name, m in model.named_modules() if isinstance(m, CheckpointWrapper)]
+    if names:
+        shown = ", ".join(names[:8]) + (f", ... ({len(names)} in all)" if len(names) > 8 else "")
+        _say(f"activation checkpointing wraps {len(names)} block(s): {shown}")
+
+
+def _describe(path: Path) -> str:
+    try:
+        from deepseek.checkpoint import describe_checkpoint
+
+        return describe_checkpoint(path)
+    except Exception:  # noqa: BLE001 - a description must never break a run
+        return str(path)
+
+
+def _interactive() -> bool:
+    return sys.stderr.isatty() and not os.environ.get("CI")
+
+
+def _say(message: str) -> None:
+    """A one-line notice for the user (stderr, so it never mixes with program output)."""
+    print(f"[deepseek] {message}", file=sys.stderr, flush=True)
+
+
+class _sigint_stops:
+    """While fitting in the main thread, the first SIGINT asks the loop to stop after the
+    current step (the Trainer then saves a checkpoint); a second one interrupts at once."""
+
+    def __init__(self, trainer: Trainer) -> None:
+        self.trainer = trainer
+        self.previous: Any = None
+
+    def _handler(self, signum: int, frame: Any) -> None:
+        if self.trainer._interrupted:
+            signal.signal(signal.SIGINT, self.previous or signal.default_int_handler)
+            raise KeyboardInterrupt
+        self.trainer._interrupted = True
+        _say("Ctrl-C: finishing the current step, then saving a checkpoint (Ctrl-C again to abort)")
+
+    def __enter__(self) -> None:
+        if threading.current_thread() is threading.main_thread():
+            previous = signal.getsignal(signal.SIGINT)
+            if previous not in (signal.SIG_IGN, None):
+                self.previous = previous
+                signal.signal(signal.SIGINT, self._handler)
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
 
 
 class MixedPrecisionTrainer(Trainer):
