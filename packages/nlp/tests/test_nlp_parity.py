@@ -180,7 +180,7 @@ def test_gradients_and_one_step_match_transformers(name, tmp_path):
     extra = labels_for(name, config, ids, mask)
     opt_theirs = torch.optim.AdamW(theirs.parameters(), lr=1e-3)
     opt_ours = torch.optim.AdamW(ours.parameters(), lr=1e-3)
-    for model, opt in ((theirs, opt_theirs), (ours, opt_ours)):
+    for model in (theirs, ours):
         kwargs = {"attention_mask": mask, "token_type_ids": types, **extra}
         out = model(input_ids=ids, **kwargs)
         out.loss.backward()

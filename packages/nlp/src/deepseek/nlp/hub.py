@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import tempfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -155,7 +156,7 @@ def load_state_file(file: Path) -> dict[str, torch.Tensor]:
             raise ValueError(f"{file} is not a readable safetensors file: {exc}") from None
     try:
         state = torch.load(file, map_location="cpu", weights_only=True, mmap=True)
-    except Exception as exc:  # pickle refusal or corruption: one message either way
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as exc:
         raise ValueError(
             f"{file} could not be loaded with torch.load(weights_only=True) (only plain "
             f"tensor state dicts are accepted, never arbitrary pickles): {exc}"

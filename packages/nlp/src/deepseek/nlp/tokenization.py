@@ -140,7 +140,7 @@ class BertTokenizer:
         if tokenizer_file is not None:
             try:
                 self._tokenizer = Tokenizer.from_file(os.fspath(tokenizer_file))
-            except Exception as exc:  # the Rust error names the JSON problem
+            except Exception as exc:  # noqa: BLE001 (tokenizers raises plain Exception)
                 raise ValueError(f"{tokenizer_file} is not a valid tokenizer.json: {exc}") from None
             self.vocab = dict(self._tokenizer.get_vocab(with_added_tokens=True))
             if not self.vocab:
@@ -340,7 +340,8 @@ class BertTokenizer:
             if text_pair is not None and not isinstance(text_pair, str):
                 raise TypeError("text is one string, so text_pair must be one string too")
             texts: list[Any] = [text]
-            pairs = None if text_pair is None else [text_pair]
+            # As transformers: an empty pair string means no pair.
+            pairs = [text_pair] if text_pair else None
         else:
             if not isinstance(text, Sequence) or not all(isinstance(t, str) for t in text):
                 raise TypeError(
@@ -372,7 +373,7 @@ class BertTokenizer:
         inputs = texts if pairs is None else list(zip(texts, pairs, strict=True))
         try:
             encodings = tok.encode_batch(inputs, add_special_tokens=add_special_tokens)
-        except Exception as exc:  # e.g. a pair too short for only_second truncation
+        except Exception as exc:  # noqa: BLE001 (tokenizers raises plain Exception)
             raise ValueError(f"could not encode the batch: {exc}") from None
         data: dict[str, Any] = {"input_ids": [e.ids for e in encodings]}
         if return_token_type_ids:
