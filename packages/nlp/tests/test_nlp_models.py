@@ -1,3 +1,4 @@
+# ruff: noqa: E501 (the issue snippet is quoted exactly as written)
 """Task models, from_pretrained / save_pretrained, bad inputs, compile and host syncs."""
 
 from __future__ import annotations
