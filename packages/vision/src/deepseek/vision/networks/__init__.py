@@ -1,4 +1,4 @@
-"""Network architectures."""
+"""Network architectures: ResNet (torchvision keys), U-Net, U-Net++, ViT, UNETR."""
 
 from deepseek.vision.networks.resnet import (
     BasicBlock,
@@ -8,5 +8,19 @@ from deepseek.vision.networks.resnet import (
     resnet34,
     resnet50,
 )
+from deepseek.vision.networks.unet import UNet, UNetPlusPlus
+from deepseek.vision.networks.unetr import UNETR
+from deepseek.vision.networks.vit import ViT
 
-__all__ = ["BasicBlock", "Bottleneck", "ResNet", "resnet18", "resnet34", "resnet50"]
+__all__ = [
+    "UNETR",
+    "BasicBlock",
+    "Bottleneck",
+    "ResNet",
+    "UNet",
+    "UNetPlusPlus",
+    "ViT",
+    "resnet18",
+    "resnet34",
+    "resnet50",
+]

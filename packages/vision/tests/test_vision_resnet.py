@@ -1,13 +1,11 @@
-"""deepseek-vision: ResNet parameter counts and torchvision keys, Dice loss, plugin discovery."""
+"""deepseek-vision: ResNet parameter counts and torchvision keys, plugin discovery."""
 
 from __future__ import annotations
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from deepseek.plugins import registry
-from deepseek.vision.losses import DiceLoss
 from deepseek.vision.networks import ResNet, resnet18, resnet34, resnet50
 
 # torchvision's published parameter counts (1000 classes, 3 input channels).
@@ -97,83 +95,6 @@ def test_resnet_rejects_bad_input():
         model(torch.randn(3, 32, 32))
     with pytest.raises(ValueError, match="num_classes"):
         resnet18(num_classes=0)
-
-
-# -- Dice loss ---------------------------------------------------------------------------
-
-
-def test_dice_is_zero_for_perfect_prediction():
-    labels = torch.tensor([[[0, 1, 2], [2, 1, 0]]])  # (1, 2, 3)
-    onehot = F.one_hot(labels, 3).movedim(-1, 1).float()
-    assert DiceLoss(softmax=False)(onehot, labels).item() == pytest.approx(0.0, abs=1e-7)
-    logits = 40.0 * onehot
-    assert DiceLoss(softmax=True)(logits, labels).item() == pytest.approx(0.0, abs=1e-6)
-
-
-def test_dice_matches_hand_computation():
-    background = torch.tensor([[0.9, 0.2], [0.6, 0.1]])
-    probs = torch.stack([background, 1 - background])[None]  # (1, 2, 2, 2)
-    labels = torch.tensor([[[0, 1], [1, 1]]])
-    # Class 0: target at one pixel (p=0.9); sum p = 1.8, sum t = 1.
-    # Class 1: target at three pixels (p=0.8, 0.4, 0.9); sum p = 2.2, sum t = 3.
-    dice0 = 2 * 0.9 / (1.8 + 1)
-    dice1 = 2 * (0.8 + 0.4 + 0.9) / (2.2 + 3)
-    loss = DiceLoss(softmax=False, smooth=0.0)
-    assert loss(probs, labels).item() == pytest.approx(1 - (dice0 + dice1) / 2, rel=1e-6)
-    no_background = DiceLoss(softmax=False, include_background=False, smooth=0.0)
-    assert no_background(probs, labels).item() == pytest.approx(1 - dice1, rel=1e-6)
-    smoothed = DiceLoss(softmax=False, smooth=1.0, reduction="none")(probs, labels)
-    expected = torch.tensor([[1 - (1.8 + 1) / (2.8 + 1), 1 - (4.2 + 1) / (5.2 + 1)]])
-    torch.testing.assert_close(smoothed, expected)
-
-
-def test_dice_3d_index_and_one_hot_targets_agree():
-    torch.manual_seed(0)
-    logits = torch.randn(2, 3, 4, 5, 6, requires_grad=True)
-    labels = torch.randint(0, 3, (2, 4, 5, 6))
-    loss_fn = DiceLoss()
-    from_index = loss_fn(logits, labels)
-    from_channel_index = loss_fn(logits, labels[:, None])
-    from_onehot = loss_fn(logits, F.one_hot(labels, 3).movedim(-1, 1).float())
-    torch.testing.assert_close(from_index, from_onehot)
-    torch.testing.assert_close(from_index, from_channel_index)
-    assert 0.0 < from_index.item() < 1.0
-    from_index.backward()
-    assert logits.grad is not None and logits.grad.abs().sum() > 0
-    assert loss_fn.__class__(reduction="none")(logits, labels).shape == (2, 3)
-
-
-def test_dice_opposite_prediction_is_near_one_and_empty_class_scores_perfectly():
-    labels = torch.tensor([[[0, 0], [0, 0]]])
-    wrong = torch.zeros(1, 3, 2, 2)
-    wrong[:, 1] = 1.0  # everything predicted as class 1; class 2 absent from both
-    per_class = DiceLoss(softmax=False, reduction="none")(wrong, labels)
-    assert per_class[0, 0].item() == pytest.approx(1.0, abs=1e-5)
-    assert per_class[0, 1].item() == pytest.approx(1.0, abs=1e-5)
-    assert per_class[0, 2].item() == pytest.approx(0.0, abs=1e-7)
-
-
-@pytest.mark.parametrize(
-    ("loss_fn", "input", "target", "error", "match"),
-    [
-        (DiceLoss(), torch.randn(2, 3, 4, 4), torch.full((2, 4, 4), 3), ValueError, "outside"),
-        (DiceLoss(), torch.randn(2, 3, 4, 4), torch.zeros(2, 4, 5).long(), ValueError, "shape"),
-        (DiceLoss(), torch.randn(2, 3, 4, 4), torch.zeros(2, 4, 4), TypeError, "integer dtype"),
-        (DiceLoss(), torch.randn(2, 1, 4, 4), torch.zeros(2, 4, 4).long(), ValueError, "2 chan"),
-        (DiceLoss(), torch.randn(2, 3), torch.zeros(2).long(), ValueError, "spatial"),
-        (DiceLoss(), torch.zeros(2, 3, 4, 4).long(), torch.zeros(2, 4, 4).long(), ValueError, "fl"),
-    ],
-)
-def test_dice_rejects_bad_inputs(loss_fn, input, target, error, match):
-    with pytest.raises(error, match=match):
-        loss_fn(input, target)
-
-
-def test_dice_rejects_bad_options():
-    with pytest.raises(ValueError, match="reduction"):
-        DiceLoss(reduction="avg")
-    with pytest.raises(ValueError, match="smooth"):
-        DiceLoss(smooth=-1.0)
 
 
 def test_plugin_is_discovered_through_its_entry_point():

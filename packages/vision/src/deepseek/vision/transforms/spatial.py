@@ -1,0 +1,302 @@
+"""Spatial transforms: elastic deformation, affine, flips, 90-degree rotations.
+
+All resample with ``torch.nn.functional.grid_sample`` on the tensor's device: images with
+(tri)linear interpolation, labels with nearest neighbour so label values never blend.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+
+from deepseek.vision.transforms.base import (
+    RandomTransform,
+    as_range,
+    check_pair,
+    device_generator,
+    new_generator,
+    uniform,
+)
+
+__all__ = [
+    "RandomAffine",
+    "RandomElasticDeformation",
+    "RandomFlip",
+    "RandomRotate90",
+    "identity_grid",
+    "resample",
+]
+
+PADDING_MODES = ("zeros", "border", "reflection")
+
+
+def identity_grid(shape: Sequence[int], device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """``grid_sample``'s identity grid for ``shape`` (align_corners=True): ``(1, *shape, k)``
+    with the last axis in (x, y[, z]) = reversed spatial order."""
+    k = len(shape)
+    theta = torch.eye(k, k + 1, device=device, dtype=dtype).unsqueeze(0)
+    return F.affine_grid(theta, [1, 1, *shape], align_corners=True)
+
+
+def resample(
+    image: torch.Tensor,
+    label: torch.Tensor | None,
+    grid: torch.Tensor,
+    padding_mode: str = "zeros",
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Sample the channel-first ``image`` (linear) and ``label`` (nearest) at ``grid``."""
+    dtype = image.dtype if image.is_floating_point() else torch.float32
+    out = F.grid_sample(
+        image.unsqueeze(0).to(dtype),
+        grid.to(dtype),
+        mode="bilinear",
+        padding_mode=padding_mode,
+        align_corners=True,
+    )[0].to(image.dtype)
+    if label is None:
+        return out, None
+    lab = F.grid_sample(
+        label.unsqueeze(0).to(grid.dtype),
+        grid,
+        mode="nearest",
+        padding_mode="zeros" if padding_mode == "zeros" else "border",
+        align_corners=True,
+    )[0]
+    return out, lab.to(label.dtype)
+
+
+def _gaussian_kernel(sigma: float, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    radius = max(1, int(math.ceil(3 * sigma)))
+    x = torch.arange(-radius, radius + 1, device=device, dtype=dtype)
+    k = torch.exp(-0.5 * (x / sigma) ** 2)
+    return k / k.sum()
+
+
+def gaussian_smooth(field: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Separable Gaussian smoothing of ``(N, C, *spatial)`` per channel (reflect padding)."""
+    if sigma <= 0:
+        return field
+    k = len(field.shape) - 2
+    kernel = _gaussian_kernel(sigma, field.device, field.dtype)
+    channels = field.shape[1]
+    conv = F.conv3d if k == 3 else F.conv2d
+    for axis in range(k):
+        shape = [1] * k
+        shape[axis] = kernel.numel()
+        weight = kernel.view(1, 1, *shape).repeat(channels, 1, *([1] * k))
+        pad = [0, 0] * k
+        r = kernel.numel() // 2
+        pad[2 * (k - 1 - axis)] = pad[2 * (k - 1 - axis) + 1] = r
+        mode = "reflect" if all(s > r for s in field.shape[2:]) else "replicate"
+        field = conv(F.pad(field, pad, mode=mode), weight, groups=channels)
+    return field
+
+
+class RandomElasticDeformation(RandomTransform):
+    """Elastic deformation with a smooth random displacement field.
+
+    A field of uniform noise in [-1, 1] is drawn on a coarse grid (one control point every
+    ``max(1, sigma // 2)`` voxels), smoothed with a Gaussian of ``sigma`` voxels, scaled so
+    that its largest component is ``alpha`` voxels, upsampled (tri)linearly to the volume and
+    applied with one ``grid_sample``. ``alpha`` is the displacement magnitude (MONAI's
+    ``magnitude_range``; here it is the peak displacement in voxels), ``sigma`` the
+    smoothness (MONAI's ``sigma_range``); numbers or ``(low, high)`` ranges drawn per call.
+
+    Args:
+        alpha: displacement magnitude in voxels, or a range.
+        sigma: smoothing of the displacement in voxels, or a range.
+        prob: probability of applying the deformation.
+        padding_mode: ``"zeros"``, ``"border"`` or ``"reflection"`` for the image.
+
+    >>> import torch
+    >>> t = RandomElasticDeformation(alpha=(10, 30), sigma=(6, 8), prob=1.0)
+    >>> image = torch.randn(1, 32, 32, 32)
+    >>> label = (image > 1).long()
+    >>> g = torch.Generator().manual_seed(0)
+    >>> out, lab = t(image, label, generator=g)
+    >>> out.shape, set(lab.unique().tolist()) <= {0, 1}
+    (torch.Size([1, 32, 32, 32]), True)
+    """
+
+    def __init__(
+        self,
+        alpha: float | Sequence[float] = (10.0, 30.0),
+        sigma: float | Sequence[float] = (6.0, 8.0),
+        prob: float = 0.1,
+        padding_mode: str = "border",
+    ) -> None:
+        super().__init__(prob)
+        self.alpha = as_range("alpha", alpha)
+        self.sigma = as_range("sigma", sigma)
+        if self.alpha[0] < 0 or self.sigma[0] <= 0:
+            raise ValueError(f"alpha must be >= 0 and sigma > 0, got {alpha!r}, {sigma!r}")
+        if padding_mode not in PADDING_MODES:
+            raise ValueError(f"padding_mode must be one of {PADDING_MODES}, got {padding_mode!r}")
+        self.padding_mode = padding_mode
+
+    def displacement(
+        self, shape: Sequence[int], generator: torch.Generator, device: torch.device
+    ) -> torch.Tensor:
+        """The displacement field in voxels, ``(k, *shape)`` in spatial-axis order."""
+        alpha = float(uniform(generator, *self.alpha))
+        sigma = float(uniform(generator, *self.sigma))
+        step = max(1, int(sigma // 2))
+        coarse = [max(2, -(-s // step) + 1) for s in shape]
+        k = len(shape)
+        g = device_generator(generator, device)
+        noise = torch.rand((1, k, *coarse), generator=g, device=device) * 2 - 1
+        field = gaussian_smooth(noise, sigma / step)
+        # Largest |component| -> alpha voxels (a tensor op: no host sync).
+        peak = field.abs().amax(dim=tuple(range(2, k + 2)), keepdim=True).clamp_min(1e-12)
+        field = field * (alpha / peak)
+        mode = "trilinear" if k == 3 else "bilinear"
+        return F.interpolate(field, size=tuple(shape), mode=mode, align_corners=True)[0]
+
+    def apply(self, image, label, generator):
+        shape = image.shape[1:]
+        k = len(shape)
+        disp = self.displacement(shape, generator, image.device)
+        # voxels -> normalised [-1, 1] units (align_corners=True), in grid_sample's x,y,z order.
+        scale = torch.tensor([2.0 / max(s - 1, 1) for s in shape], device=image.device)
+        disp = (disp * scale.view(k, *([1] * k))).flip(0).movedim(0, -1).unsqueeze(0)
+        grid = identity_grid(shape, image.device, disp.dtype) + disp
+        return resample(image, label, grid, self.padding_mode)
+
+
+class RandomAffine(RandomTransform):
+    """Random rotation, scaling, shear and translation, applied with one ``grid_sample``.
+
+    Args:
+        rotate_range: radians, one number (range ``(-v, v)``) or pair per rotation plane
+            (1 plane in 2-D; 3 in 3-D) or one for all.
+        scale_range: relative scale change, e.g. 0.1 gives factors in [0.9, 1.1].
+        shear_range: shear factors in ``(-v, v)``.
+        translate_range: voxels in ``(-v, v)``.
+        prob: probability of applying it.
+        padding_mode: for the image; labels are padded with 0 (or the border).
+
+    >>> import torch
+    >>> t = RandomAffine(rotate_range=0.3, scale_range=0.1, prob=1.0)
+    >>> img, lab = t(torch.rand(1, 16, 16), torch.zeros(1, 16, 16, dtype=torch.long))
+    >>> img.shape, lab.dtype
+    (torch.Size([1, 16, 16]), torch.int64)
+    """
+
+    def __init__(
+        self,
+        rotate_range: float | Sequence[float] = 0.0,
+        scale_range: float = 0.0,
+        shear_range: float = 0.0,
+        translate_range: float = 0.0,
+        prob: float = 0.1,
+        padding_mode: str = "zeros",
+    ) -> None:
+        super().__init__(prob)
+        self.rotate_range = as_range("rotate_range", rotate_range, symmetric=True)
+        self.scale_range = as_range("scale_range", scale_range, symmetric=True)
+        self.shear_range = as_range("shear_range", shear_range, symmetric=True)
+        self.translate_range = as_range("translate_range", translate_range, symmetric=True)
+        if padding_mode not in PADDING_MODES:
+            raise ValueError(f"padding_mode must be one of {PADDING_MODES}, got {padding_mode!r}")
+        self.padding_mode = padding_mode
+
+    def matrix(self, k: int, generator: torch.Generator) -> torch.Tensor:
+        """A random ``(k+1, k+1)`` voxel-space affine (about the centre, spatial-axis order)."""
+        planes = [(0, 1)] if k == 2 else [(1, 2), (0, 2), (0, 1)]
+        m = torch.eye(k + 1, dtype=torch.float64)
+        for a, b in planes:
+            angle = float(uniform(generator, *self.rotate_range))
+            r = torch.eye(k + 1, dtype=torch.float64)
+            c, s = math.cos(angle), math.sin(angle)
+            r[a, a], r[a, b], r[b, a], r[b, b] = c, -s, s, c
+            m = r @ m
+        shear = torch.eye(k + 1, dtype=torch.float64)
+        for a in range(k):
+            for b in range(k):
+                if a != b:
+                    shear[a, b] = float(uniform(generator, *self.shear_range))
+        scale = torch.diag(
+            torch.cat(
+                [1 + uniform(generator, *self.scale_range, n=k), torch.ones(1, dtype=torch.float64)]
+            )
+        )
+        m = m @ shear @ scale
+        m[:k, k] = uniform(generator, *self.translate_range, n=k)
+        return m
+
+    def apply(self, image, label, generator):
+        shape = image.shape[1:]
+        k = len(shape)
+        m = self.matrix(k, generator)
+        # voxel space (centred) -> normalised: A_n = D^-1 A D, D = diag((size - 1) / 2).
+        half = torch.tensor([max(s - 1, 1) / 2 for s in shape], dtype=torch.float64)
+        a = m[:k, :k] * half.view(1, k) / half.view(k, 1)
+        t = m[:k, k] / half
+        theta = torch.cat([a, t.view(k, 1)], dim=1).flip(0, 1)  # spatial order -> x, y, z
+        theta = torch.cat([theta[:, 1:], theta[:, :1]], dim=1)  # move translation back last
+        theta = theta.to(device=image.device, dtype=torch.float32).unsqueeze(0)
+        grid = F.affine_grid(theta, [1, 1, *shape], align_corners=True)
+        return resample(image, label, grid, self.padding_mode)
+
+
+class RandomFlip(RandomTransform):
+    """Flip each spatial axis (``spatial_axis``: all by default) with probability ``prob``.
+
+    >>> import torch
+    >>> img = torch.arange(4.).view(1, 2, 2)
+    >>> RandomFlip(prob=1.0, spatial_axis=1)(img).tolist()
+    [[[1.0, 0.0], [3.0, 2.0]]]
+    """
+
+    def __init__(self, prob: float = 0.5, spatial_axis: int | Sequence[int] | None = None) -> None:
+        super().__init__(prob)
+        self.spatial_axis = (spatial_axis,) if isinstance(spatial_axis, int) else spatial_axis
+
+    def __call__(self, image, label=None, *, generator=None):  # a coin per axis, not one gate
+        k = check_pair(type(self).__name__, image, label)
+        g = new_generator(generator)
+        axes = range(k) if self.spatial_axis is None else self.spatial_axis
+        for a in axes:
+            if not -k <= a < k:
+                raise ValueError(f"RandomFlip: spatial_axis {a} out of range for {k} spatial dims")
+        coins = torch.rand(len(list(axes)), generator=g) < self.prob
+        dims = [1 + (a % k) for a, c in zip(axes, coins.tolist()) if c]
+        if dims:
+            image = image.flip(dims)
+            label = None if label is None else label.flip(dims)
+        return image if label is None else (image, label)
+
+    def apply(self, image, label, generator):  # pragma: no cover - __call__ does the work
+        raise NotImplementedError
+
+
+class RandomRotate90(RandomTransform):
+    """Rotate by ``k * 90`` degrees (k in 1..max_k) in the plane of ``spatial_axes``.
+
+    >>> import torch
+    >>> img = torch.arange(4.).view(1, 2, 2)
+    >>> out = RandomRotate90(prob=1.0, max_k=1)(img)
+    >>> out.tolist()
+    [[[1.0, 3.0], [0.0, 2.0]]]
+    """
+
+    def __init__(
+        self, prob: float = 0.1, max_k: int = 3, spatial_axes: tuple[int, int] = (0, 1)
+    ) -> None:
+        super().__init__(prob)
+        if max_k not in (1, 2, 3):
+            raise ValueError(f"max_k must be 1, 2 or 3, got {max_k!r}")
+        self.max_k = max_k
+        self.spatial_axes = tuple(spatial_axes)
+
+    def apply(self, image, label, generator):
+        k = image.dim() - 1
+        a, b = (1 + (x % k) for x in self.spatial_axes)
+        if a == b:
+            raise ValueError(f"RandomRotate90: spatial_axes must differ, got {self.spatial_axes}")
+        turns = int(torch.randint(1, self.max_k + 1, (), generator=generator))
+        image = torch.rot90(image, turns, (a, b))
+        return image, None if label is None else torch.rot90(label, turns, (a, b))

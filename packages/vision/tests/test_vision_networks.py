@@ -1,0 +1,172 @@
+"""Segmentation networks: shapes, a training step, checkpoint round trips, activation
+checkpointing, the model registry and bad inputs. Everything tiny (16^3-32^3 volumes)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from deepseek.checkpoint import load_weights, save_checkpoint
+from deepseek.nn import apply_activation_checkpointing
+from deepseek.nn.activation_checkpointing import CheckpointWrapper
+from deepseek.plugins import registry
+from deepseek.vision.networks import UNETR, UNet, UNetPlusPlus, ViT
+
+VIT = dict(hidden_size=32, mlp_dim=64, num_heads=4)
+
+
+def build(name: str) -> tuple[torch.nn.Module, torch.Tensor]:
+    if name == "unet3d":
+        return UNet(3, 1, 2, features=(4, 8, 16)), torch.randn(2, 1, 16, 16, 16)
+    if name == "unet2d":
+        return UNet(2, 3, 4, features=(4, 8, 16, 32)), torch.randn(2, 3, 32, 32)
+    if name == "unetpp3d":
+        return UNetPlusPlus(3, 1, 3, features=(4, 8, 16)), torch.randn(2, 1, 16, 16, 16)
+    if name == "unetpp2d_ds":
+        return UNetPlusPlus(2, 1, 2, features=(4, 8, 16, 16), deep_supervision=True), torch.randn(
+            2, 1, 32, 32
+        )
+    if name == "vit3d":
+        net = ViT(1, 32, 16, num_layers=2, classification=True, num_classes=3, **VIT)
+        return net, torch.randn(2, 1, 32, 32, 32)
+    if name == "unetr":
+        return UNETR(1, 2, 32, feature_size=4, num_layers=4, **VIT), torch.randn(1, 1, 32, 32, 32)
+    raise AssertionError(name)
+
+
+NETS = ["unet3d", "unet2d", "unetpp3d", "unetpp2d_ds", "vit3d", "unetr"]
+
+
+def loss_of(out) -> torch.Tensor:
+    heads = out if isinstance(out, list) else [out]
+    return sum((h.float() ** 2).mean() for h in heads)
+
+
+@pytest.mark.parametrize("name", NETS)
+def test_network_trains_one_step(name):
+    torch.manual_seed(0)
+    net, x = build(name)
+    opt = torch.optim.SGD(net.parameters(), lr=0.1)
+    before = [p.detach().clone() for p in net.parameters()]
+    loss = loss_of(net(x))
+    loss.backward()
+    assert all(p.grad is not None for p in net.parameters())
+    opt.step()
+    assert any(not torch.equal(a, p) for a, p in zip(before, net.parameters()))
+
+
+@pytest.mark.parametrize("name", NETS)
+def test_network_round_trips_through_a_checkpoint(name, tmp_path):
+    torch.manual_seed(0)
+    net, x = build(name)
+    net.eval()
+    path = save_checkpoint(tmp_path / "ckpt", net.state_dict())
+    torch.manual_seed(1)
+    fresh, _ = build(name)
+    fresh.eval()
+    load_weights(fresh, path)
+    with torch.no_grad():
+        torch.testing.assert_close(fresh(x), net(x))
+
+
+@pytest.mark.parametrize("name", NETS)
+def test_activation_checkpointing_detects_blocks_and_keeps_gradients(name):
+    torch.manual_seed(0)
+    net, x = build(name)
+    ref, _ = build(name)
+    ref.load_state_dict(net.state_dict())
+    apply_activation_checkpointing(net)  # default policy: every block of every block stack
+    wrapped = [m for m in net.modules() if isinstance(m, CheckpointWrapper)]
+    assert len(wrapped) >= 2
+    assert net.state_dict().keys() == ref.state_dict().keys()
+    loss_of(net(x)).backward()
+    loss_of(ref(x)).backward()
+    for (name_, p), q in zip(net.named_parameters(), ref.parameters()):
+        torch.testing.assert_close(p.grad, q.grad, rtol=1e-4, atol=1e-5, msg=name_)
+
+
+def test_unet_plus_plus_deep_supervision_returns_every_head_in_training_only():
+    net, x = build("unetpp2d_ds")
+    heads = net(x)
+    assert isinstance(heads, list) and len(heads) == 3
+    assert all(h.shape == (2, 2, 32, 32) for h in heads)
+    net.eval()
+    with torch.no_grad():
+        final = net(x)
+    assert final.shape == (2, 2, 32, 32)
+    torch.testing.assert_close(final, heads[0].detach(), rtol=1e-4, atol=1e-4)
+
+
+def test_unet_plus_plus_nested_pathways():
+    net = UNetPlusPlus(3, 1, 2, features=(4, 8, 16, 32))
+    # depth 3: columns j=1..3 hold 3 + 2 + 1 nested nodes; X[0][3] sees X[0][0..2] + upsampled.
+    assert len(net.nested) == 6
+    assert net.order[-1] == (0, 3)
+    assert net.nested[-1].conv[0].in_channels == 3 * 4 + 4
+
+
+def test_registry_builds_every_network_by_name():
+    models = registry("model")
+    for name in ("unet", "unetplusplus", "unetplusplus3d", "unetr", "vit3d"):
+        assert models.provider(name).distribution == "deepseek-vision"
+    net = models.create("unetplusplus3d", in_channels=1, out_channels=2, features=(4, 8))
+    assert isinstance(net, UNetPlusPlus) and net.spatial_dims == 3
+    assert isinstance(models.create("unet", spatial_dims=2, features=(4, 8)), UNet)
+    assert isinstance(
+        models.create("unetr", in_channels=1, out_channels=2, img_size=16, num_layers=4, **VIT),
+        UNETR,
+    )
+    assert isinstance(
+        models.create("vit3d", in_channels=1, img_size=16, patch_size=8, num_layers=1, **VIT), ViT
+    )
+
+
+@pytest.mark.parametrize(
+    ("make", "x", "match"),
+    [
+        (
+            lambda: UNet(3, 1, 2, features=(4, 8, 16)),
+            torch.randn(1, 1, 16, 18, 16),
+            "divisible by 4",
+        ),
+        (
+            lambda: UNetPlusPlus(3, 1, 2, features=(4, 8, 16, 32)),
+            torch.randn(1, 1, 16, 16, 12),
+            "divisible by 8",
+        ),
+        (
+            lambda: UNet(3, 1, 2, features=(4, 8)),
+            torch.randn(1, 3, 16, 16, 16),
+            "in_channels=1 but the input has 3",
+        ),
+        (lambda: UNet(2, 1, 2, features=(4, 8)), torch.randn(1, 1, 16, 16, 16), r"\(N, C, H, W\)"),
+        (lambda: ViT(1, 32, 16, **VIT, num_layers=1), torch.randn(1, 1, 48, 32, 32), "img_size"),
+        (
+            lambda: UNETR(1, 2, 32, num_layers=4, **VIT),
+            torch.randn(1, 2, 32, 32, 32),
+            "in_channels=1",
+        ),
+    ],
+)
+def test_networks_reject_bad_inputs(make, x, match):
+    with pytest.raises(ValueError, match=match):
+        make()(x)
+
+
+@pytest.mark.parametrize(
+    ("make", "match"),
+    [
+        (lambda: UNet(spatial_dims=4), "spatial_dims must be 2 or 3"),
+        (lambda: UNetPlusPlus(spatial_dims=1), "spatial_dims must be 2 or 3"),
+        (lambda: ViT(1, 32, 16, spatial_dims=5), "spatial_dims must be 2 or 3"),
+        (lambda: UNet(in_channels=0), "in_channels must be a positive int"),
+        (lambda: UNet(features=(8,)), "at least 2"),
+        (lambda: UNet(norm="layer"), "norm must be one of"),
+        (lambda: ViT(1, 30, 16), "divisible by patch_size"),
+        (lambda: ViT(1, 32, 16, hidden_size=30, num_heads=4), "divisible by num_heads"),
+        (lambda: UNETR(1, 2, 32, num_layers=6), "divisible by 4"),
+    ],
+)
+def test_networks_reject_bad_arguments(make, match):
+    with pytest.raises(ValueError, match=match):
+        make()
