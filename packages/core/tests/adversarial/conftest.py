@@ -36,3 +36,34 @@ def pickled_payload(marker: Path) -> bytes:
 @pytest.fixture
 def marker(tmp_path: Path) -> Path:
     return tmp_path / "ATTACK_RAN"
+
+
+@pytest.fixture
+def tiny_disk(tmp_path: Path):
+    """A real 1 MiB file system (tmpfs), for full-disk errors; skipped where mounting
+    is not allowed (not root, or no CAP_SYS_ADMIN)."""
+    import shutil
+    import subprocess
+
+    mount = tmp_path / "tiny_disk"
+    mount.mkdir()
+    if shutil.which("mount") is None or os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)],
+        capture_output=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", str(mount)], check=False)
+
+
+def flip_byte(file: Path, offset: int) -> None:
+    """Flip one bit of ``file`` at ``offset`` (negative: from the end), keeping its size."""
+    data = bytearray(file.read_bytes())
+    data[offset] ^= 0x01
+    file.write_bytes(bytes(data))

@@ -2,14 +2,18 @@
 
 A checkpoint is a directory holding ``model.safetensors``, optionally ``trainer_state.pt``
 (a "full" checkpoint, as opposed to "weights"), and ``meta.json``, which is written last
-and records every other file's size so that a truncated copy is recognised.
+and records every other file's size (a truncated copy is recognised at once) and its
+SHA-256 checksum (a flipped bit is recognised when the checkpoint is loaded).
 """
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 FORMAT_NAME = "deepseek-checkpoint"
 FORMAT_VERSION = 1
@@ -24,8 +28,44 @@ TMP_TAG = ".tmp-"
 OLD_TAG = ".old-"
 
 
+CHECKSUM_ALGORITHM = "sha256"
+_CHUNK = 1 << 22
+
+
 class CheckpointError(ValueError):
     """A path is not a DeepSeek checkpoint, or the checkpoint is incomplete or corrupted."""
+
+
+class HashingWriter(io.RawIOBase):
+    """A write-only file wrapper that hashes what passes through it (checksum while writing)."""
+
+    def __init__(self, file: BinaryIO) -> None:
+        self.file = file
+        self.hash = hashlib.new(CHECKSUM_ALGORITHM)
+        self.error: OSError | None = None  # torch.save turns it into an opaque RuntimeError
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        self.hash.update(data)
+        try:
+            return self.file.write(data)
+        except OSError as exc:
+            self.error = exc
+            raise
+
+    def hexdigest(self) -> str:
+        return self.hash.hexdigest()
+
+
+def file_checksum(path: Path) -> str:
+    """The SHA-256 of ``path``'s content, read in 4 MiB chunks."""
+    digest = hashlib.new(CHECKSUM_ALGORITHM)
+    with open(path, "rb") as f:
+        while chunk := f.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def is_staging_name(name: str) -> bool:
@@ -40,11 +80,12 @@ def backup_target(name: str) -> str | None:
     return name[1 : name.rindex(OLD_TAG)]
 
 
-def read_meta(directory: Path) -> dict[str, Any]:
+def read_meta(directory: Path, verify: bool = False) -> dict[str, Any]:
     """Read and validate ``directory/meta.json`` and the files it lists.
 
     Raises CheckpointError when the directory is not a DeepSeek checkpoint, was written
-    by a newer format, or has a missing or truncated file.
+    by a newer format, or has a missing or truncated file; with ``verify=True`` also when
+    a file's content does not match the checksum recorded when it was written.
     """
     meta_path = directory / META_FILE
     if not meta_path.is_file():
@@ -72,7 +113,36 @@ def read_meta(directory: Path) -> dict[str, Any]:
             f"version {FORMAT_VERSION}: upgrade deepseek-core to load it"
         )
     _check_files(directory, meta)
+    if verify:
+        verify_checksums(directory, meta)
     return meta
+
+
+def verify_checksums(
+    directory: Path, meta: dict[str, Any], names: Iterable[str] | None = None
+) -> None:
+    """Recompute the SHA-256 of each file (or of ``names``) and compare it with
+    ``meta["checksums"]``. Checkpoints written before checksums existed pass unchecked.
+    """
+    checksums = meta.get("checksums")
+    if checksums is None:
+        return
+    if not isinstance(checksums, dict) or set(checksums) != set(meta["files"]):
+        raise CheckpointError(
+            f"{directory / META_FILE} is corrupted: its checksums do not list the files it records"
+        )
+    for name, expected in checksums.items():
+        if names is not None and name not in names:
+            continue
+        actual = file_checksum(directory / name)
+        if actual != expected:
+            raise CheckpointError(
+                f"{directory / name} is corrupted: its content does not match the "
+                f"{CHECKSUM_ALGORITHM} checksum recorded when it was written (expected "
+                f"{str(expected)[:12]}..., found {actual[:12]}...): the file was modified "
+                "or damaged on disk. Use another checkpoint or restore this file from a "
+                "copy; pass verify=False to skip the check (not recommended)"
+            )
 
 
 def _check_files(directory: Path, meta: dict[str, Any]) -> None:

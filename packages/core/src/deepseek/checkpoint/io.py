@@ -3,6 +3,7 @@ trainer state that only ever loads with ``torch.load(weights_only=True)``."""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import pickle
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 
 from deepseek.checkpoint.atomic import (
     commit_dir,
@@ -31,7 +33,9 @@ from deepseek.checkpoint.format import (
     TRAINER_STATE_FILE,
     WEIGHTS_FILE,
     CheckpointError,
+    HashingWriter,
     backup_target,
+    file_checksum,
     is_staging_name,
     read_meta,
 )
@@ -102,33 +106,76 @@ def save_checkpoint(
     path.parent.mkdir(parents=True, exist_ok=True)
     _check_replaceable(path)
     recover(path, _is_complete)
-    staging = make_staging_dir(path)
+    staging = None
     try:
+        staging = make_staging_dir(path)
+        checksums = {}
         save_tensors(model_state, staging / WEIGHTS_FILE)
+        # safetensors writes the file itself: hash it right back from the page cache,
+        # which also proves the bytes on disk are the ones written.
+        checksums[WEIGHTS_FILE] = file_checksum(staging / WEIGHTS_FILE)
         if trainer_state is not None:
-            _save_trainer_state(trainer_state, staging / TRAINER_STATE_FILE)
+            checksums[TRAINER_STATE_FILE] = _save_trainer_state(
+                trainer_state, staging / TRAINER_STATE_FILE
+            )
         meta["files"] = {p.name: p.stat().st_size for p in sorted(staging.iterdir())}
+        meta["checksums"] = {name: checksums[name] for name in meta["files"]}
         with open(staging / META_FILE, "w", encoding="utf-8") as f:
             json.dump(meta, f, indent=2)
             f.flush()
             os.fsync(f.fileno())
         fsync_dir(staging)
         commit_dir(staging, path)
+    except OSError as exc:
+        raise _disk_error(exc, path) from exc
+    except SafetensorError as exc:  # safetensors reports I/O errors as its own type
+        code = re.search(r"os error (\d+)", str(exc))
+        if code is None or int(code.group(1)) not in _WRITE_ERRORS:
+            raise
+        number = int(code.group(1))
+        raise _disk_error(OSError(number, os.strerror(number)), path) from exc
     finally:
-        if staging.exists():
+        if staging is not None and staging.exists():
             remove_dir(staging)
     return path
 
 
-def load_checkpoint(path: PathLike, map_location: str | torch.device = "cpu") -> Checkpoint:
+_WRITE_ERRORS = {
+    errno.ENOSPC: "no space left on the device",
+    errno.EFBIG: "file too large",
+    getattr(errno, "EDQUOT", errno.ENOSPC): "disk quota exceeded",
+    errno.EACCES: "the directory is not writable",
+    errno.EPERM: "the directory is not writable",
+    errno.EROFS: "the file system is read-only",
+}
+
+
+def _disk_error(exc: OSError, path: Path) -> OSError:
+    """The same OSError, saying which checkpoint could not be written and what is intact."""
+    what = _WRITE_ERRORS.get(exc.errno)  # type: ignore[arg-type]
+    if what is None:
+        return exc
+    previous = "; the previous checkpoint there is intact" if os.path.lexists(path) else ""
+    return type(exc)(
+        exc.errno,
+        f"cannot write checkpoint {path}: {what} ({exc.strerror or exc}){previous}. "
+        f"Free space or choose another directory than {path.parent}",
+    )
+
+
+def load_checkpoint(
+    path: PathLike, map_location: str | torch.device = "cpu", *, verify: bool = True
+) -> Checkpoint:
     """Load and validate a checkpoint written by ``save_checkpoint``.
 
     Tensors land on ``map_location``; on the CPU, weights are mapped from
-    ``model.safetensors`` copy-on-write and read on first use. Raises FileNotFoundError
-    when ``path`` does not exist, and CheckpointError (a ValueError) when it is not a
-    DeepSeek checkpoint, is incomplete or corrupted, was written by a newer format, or its
-    trainer state would need to execute code to load (it is only ever read with
-    ``weights_only=True``).
+    ``model.safetensors`` copy-on-write and read on first use. Each file's SHA-256 is
+    checked against the one recorded when it was written (``verify=False`` skips that
+    full read, e.g. for huge files on slow storage). Raises FileNotFoundError when
+    ``path`` does not exist, and CheckpointError (a ValueError) when it is not a
+    DeepSeek checkpoint, is incomplete or corrupted (naming the file), was written by a
+    newer format, or its trainer state would need to execute code to load (it is only
+    ever read with ``weights_only=True``).
 
     Example:
         >>> import tempfile, torch
@@ -140,7 +187,7 @@ def load_checkpoint(path: PathLike, map_location: str | torch.device = "cpu") ->
     """
     device = resolve_map_location(map_location)
     directory = resolve_checkpoint_dir(Path(path).expanduser())
-    meta = read_meta(directory)
+    meta = read_meta(directory, verify=verify)
     model_state = load_tensors(directory / WEIGHTS_FILE, device)
     trainer_state = None
     if meta["kind"] == "full":
@@ -280,12 +327,18 @@ def _first_non_json(value: Any, where: str) -> str | None:
     return f"{where} is a {type(value).__name__}"
 
 
-def _save_trainer_state(state: Mapping[str, Any], file: Path) -> None:
+def _save_trainer_state(state: Mapping[str, Any], file: Path) -> str:
+    """Write ``state`` with torch.save and return the SHA-256 of the bytes written."""
     with open(file, "wb") as f:
+        writer = HashingWriter(f)
         try:
-            torch.save(dict(state), f)
+            torch.save(dict(state), writer)
         except (pickle.PicklingError, TypeError, AttributeError) as exc:
             raise TypeError(f"trainer_state cannot be saved with torch.save: {exc}") from None
+        except RuntimeError:
+            if writer.error is not None:
+                raise writer.error from None
+            raise
         f.flush()
         os.fsync(f.fileno())
     # Fail now rather than at resume time, days later: load it back the way
@@ -297,6 +350,7 @@ def _save_trainer_state(state: Mapping[str, Any], file: Path) -> None:
             "trainer_state holds objects that torch.load(weights_only=True) refuses"
             f"{_refused_global(exc)}; store tensors, plain Python data and state_dict()s only"
         ) from None
+    return writer.hexdigest()
 
 
 def _load_trainer_state(file: Path, device: str) -> dict[str, Any]:

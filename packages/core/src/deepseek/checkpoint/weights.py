@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
-from deepseek.checkpoint.format import WEIGHTS_FILE, CheckpointError, read_meta
+from deepseek.checkpoint.format import WEIGHTS_FILE, CheckpointError, read_meta, verify_checksums
 from deepseek.checkpoint.io import resolve_checkpoint_dir, resolve_map_location
 from deepseek.checkpoint.safetensors_io import load_tensors
 
@@ -24,6 +24,8 @@ def load_weights(
     path: str | os.PathLike,
     strict: bool = True,
     map_location: str | torch.device = "cpu",
+    *,
+    verify: bool = True,
 ) -> _IncompatibleKeys:
     """Load the weights at ``path`` into ``model`` and return torch's
     ``_IncompatibleKeys(missing_keys, unexpected_keys)``.
@@ -31,7 +33,8 @@ def load_weights(
     ``path`` is a checkpoint directory (full or weights-only: only ``model.safetensors``
     is read) or a bare ``.safetensors`` file. Before touching the model, every key and
     shape is checked: a shape mismatch, or with ``strict=True`` a missing or unexpected
-    key, raises one ValueError listing them.
+    key, raises one ValueError listing them. In a checkpoint directory the weights file's
+    SHA-256 is checked against the one recorded at save time (``verify=False`` skips it).
 
     Example:
         >>> import tempfile, torch
@@ -44,7 +47,7 @@ def load_weights(
     if not isinstance(model, nn.Module):
         raise TypeError(f"load_weights needs an nn.Module, got {type(model).__name__}")
     path = Path(path).expanduser()
-    state = _read_weights(path, resolve_map_location(map_location))
+    state = _read_weights(path, resolve_map_location(map_location), verify)
     expected = model.state_dict()
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]
@@ -69,7 +72,7 @@ def load_weights(
     return model.load_state_dict(state, strict=strict)
 
 
-def _read_weights(path: Path, device: str) -> dict[str, torch.Tensor]:
+def _read_weights(path: Path, device: str, verify: bool) -> dict[str, torch.Tensor]:
     if path.is_file():
         if path.suffix != ".safetensors":
             raise CheckpointError(
@@ -79,5 +82,7 @@ def _read_weights(path: Path, device: str) -> dict[str, torch.Tensor]:
             )
         return load_tensors(path, device)
     directory = resolve_checkpoint_dir(path)
-    read_meta(directory)
+    meta = read_meta(directory)
+    if verify:
+        verify_checksums(directory, meta, names=[WEIGHTS_FILE])
     return load_tensors(directory / WEIGHTS_FILE, device)

@@ -26,10 +26,12 @@ from __future__ import annotations
 
 import bisect
 import contextlib
+import errno
 import itertools
 import math
 import operator
 import os
+import shutil
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -83,13 +85,34 @@ def _open_h5(path: Path, swmr: bool) -> h5py.File:
                 f"{path} is not an HDF5 file (no HDF5 signature); pass .h5 files written "
                 "with h5py or write_h5"
             ) from None
-        hint = ""
-        if "lock" in str(err).lower() or "already open" in str(err).lower():
-            hint = (
-                " Another process may be writing it: have the writer enable SWMR mode and "
-                "read with swmr=True, or wait until the writer closes the file."
-            )
-        raise OSError(f"cannot open HDF5 file {path}: {err}.{hint}") from None
+        raise OSError(f"cannot open HDF5 file {path}: {err}.{_open_hint(str(err))}") from None
+
+
+def _open_hint(message: str) -> str:
+    """What to do about an h5py open error. Matches whole phrases: "lock" alone also
+    matches "superblock" ("sblock") in the error of a truncated file."""
+    text = message.lower()
+    if "truncated file" in text or "eof =" in text:
+        return " The file is truncated (an interrupted copy or write): copy or write it again"
+    if any(p in text for p in ("unable to lock file", "file locking", "already open")):
+        return (
+            " Another process may be writing it: have the writer enable SWMR mode and "
+            "read with swmr=True, or wait until the writer closes the file."
+        )
+    return ""
+
+
+def _read_error(err: OSError, path: Path, samples: str) -> OSError:
+    """A failed chunk read, naming the file and the samples."""
+    hint = ""
+    text = str(err).lower()
+    if any(p in text for p in ("checksum", "fletcher", "filter returned failure")):
+        hint = (
+            " A filter (the fletcher32 checksum write_h5 stores, or decompression) rejected "
+            "the stored bytes: the file was damaged after it was written. Restore it from "
+            "a copy or write it again"
+        )
+    return OSError(f"cannot read {samples} from HDF5 file {path}: {err}.{hint}")
 
 
 def _dataset_names(f: h5py.File) -> list[str]:
@@ -339,14 +362,18 @@ class H5Dataset(Dataset):
     def __getitem__(self, index: int) -> Any:
         f, sample, start = self._locate(index)
         dsets = self._datasets(f)
-        if start is None:
-            return self._finish([dset[sample] for dset in dsets])
-        # Hyperslab selection: h5py reads only this patch from disk.
-        window = tuple(slice(s, s + p) for s, p in zip(start, self.patch_size))
-        values = [
-            dset[(sample, Ellipsis, *window) if cut else sample]
-            for dset, cut in zip(dsets, self._files[f].patched)
-        ]
+        try:
+            if start is None:
+                values = [dset[sample] for dset in dsets]
+            else:
+                # Hyperslab selection: h5py reads only this patch from disk.
+                window = tuple(slice(s, s + p) for s, p in zip(start, self.patch_size))
+                values = [
+                    dset[(sample, Ellipsis, *window) if cut else sample]
+                    for dset, cut in zip(dsets, self._files[f].patched)
+                ]
+        except OSError as err:
+            raise _read_error(err, self._files[f].path, f"sample {index}") from None
         return self._finish(values)
 
     def __getitems__(self, indices: Sequence[int]) -> list[Any]:
@@ -367,12 +394,18 @@ class H5Dataset(Dataset):
             for end in range(1, len(local) + 1):
                 if end < len(local) and local[end] == local[end - 1] + 1:
                     continue
-                if end - begin == 1:
-                    out[pos[begin]] = self._finish([d[local[begin]] for d in dsets])
-                else:
+                try:
                     blocks = [d[local[begin] : local[end - 1] + 1] for d in dsets]
-                    for row, p in enumerate(pos[begin:end]):
-                        out[p] = self._finish([block[row] for block in blocks])
+                except OSError as err:
+                    which = sorted(int(i) for i in idx[pos[begin:end]])
+                    samples = (
+                        f"samples {which[0]}..{which[-1]}"
+                        if len(which) > 1
+                        else (f"sample {which[0]}")
+                    )
+                    raise _read_error(err, self._files[f].path, samples) from None
+                for row, p in enumerate(pos[begin:end]):
+                    out[p] = self._finish([block[row] for block in blocks])
                 begin = end
         return out
 
@@ -439,6 +472,7 @@ def write_h5(
     chunks: bool | tuple[int, ...] | Mapping[str, tuple[int, ...]] = True,
     swmr: bool = False,
     overwrite: bool = False,
+    checksum: bool = True,
 ) -> Path:
     """Write ``{key: array}`` (axis 0 = samples, same length for all) to an HDF5 file.
 
@@ -458,6 +492,9 @@ def write_h5(
             writer can reopen it with ``h5py.File(path, "a", libver="latest")``, set
             ``swmr_mode = True`` and append while ``H5Dataset(..., swmr=True)`` reads.
         overwrite: replace an existing file (otherwise ``FileExistsError``).
+        checksum: store HDF5's fletcher32 checksum with every chunk, so a flipped bit is
+            an error naming the file when the chunk is read, not a silently wrong sample
+            (chunked numeric datasets; contiguous and string datasets have no filters).
 
     Returns:
         the path written.
@@ -486,17 +523,45 @@ def write_h5(
     if swmr and (chunks is False or isinstance(chunks, Mapping) and False in chunks.values()):
         raise ValueError("write_h5: swmr=True needs chunked storage; leave chunks=True")
 
+    # h5py cannot report a full disk: the failed write surfaces while the file closes,
+    # where the error is lost (and h5py may crash). Check the room first.
+    needed = sum(a.nbytes if a.dtype.kind != "U" else a.size * 8 for a in data.values())
+    free = shutil.disk_usage(path.parent).free
+    if compression is None and needed + (1 << 16) > free:
+        raise OSError(
+            errno.ENOSPC,
+            f"write_h5: not enough space to write {path}: the arrays need about "
+            f"{needed / 2**20:.1f} MiB and {path.parent} has {free / 2**20:.1f} MiB free. "
+            "Free space or write elsewhere",
+        )
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
         with h5py.File(tmp, "w", libver="latest" if swmr else None) as f:
             for key, array in data.items():
-                f.create_dataset(key, **_dataset_args(key, array, chunks, compression, swmr))
+                args = _dataset_args(key, array, chunks, compression, swmr)
+                if checksum and args["chunks"] is not None and args["dtype"] is None:
+                    args["fletcher32"] = True
+                f.create_dataset(key, **args)
+            f.flush()  # surface write errors here, not in close()
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError) and _is_disk_full(exc):
+            raise OSError(
+                getattr(exc, "errno", None) or errno.ENOSPC,
+                f"write_h5: cannot write {path}: the device is full or a size limit was "
+                f"reached ({exc}). Free space in {path.parent} or write elsewhere",
+            ) from None
         raise
     return path
+
+
+def _is_disk_full(exc: OSError) -> bool:
+    # h5py reports the errno only inside its message ("errno = 28").
+    codes = {errno.ENOSPC, errno.EFBIG, getattr(errno, "EDQUOT", errno.ENOSPC)}
+    text = str(exc)
+    return exc.errno in codes or any(f"errno = {c}," in text for c in codes)
 
 
 def _dataset_args(
