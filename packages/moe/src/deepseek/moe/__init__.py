@@ -19,10 +19,20 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "MoELayer": "deepseek.moe.layer",
     "Expert": "deepseek.moe.layer",
+    "GroupedExperts": "deepseek.moe.experts",
+    "FeedForward": "deepseek.moe.experts",
     "TopKRouter": "deepseek.moe.router",
     "RouterOutput": "deepseek.moe.router",
     "load_balancing_loss": "deepseek.moe.router",
+    "device_balancing_loss": "deepseek.moe.router",
+    "router_z_loss": "deepseek.moe.router",
+    "MoELoadBalancing": "deepseek.moe.balancing",
+    "auxiliary_loss": "deepseek.moe.balancing",
+    "moe_layers": "deepseek.moe.balancing",
     "MoEClassifier": "deepseek.moe.classifier",
+    "MoETransformerLM": "deepseek.moe.models",
+    "MoETransformerConfig": "deepseek.moe.models",
+    "shard_experts": "deepseek.moe.parallel",
 }
 __all__ = sorted(_EXPORTS)
 
