@@ -125,9 +125,9 @@ def scheduler_step(trainer: Trainer) -> None:
 
 def fit_validation(trainer: Trainer, loader: DataLoader) -> dict[str, float]:
     trainer._nan_guard.check(trainer)
-    results = validation_loop(trainer, loader)
+    # Recorded first: a checkpoint written in on_validation_end must not validate again.
     trainer._last_val_step = trainer.global_step
-    return results
+    return validation_loop(trainer, loader)
 
 
 @torch.no_grad()
