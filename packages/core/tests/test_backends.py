@@ -102,10 +102,12 @@ def test_non_string_backend_name_is_a_type_error() -> None:
 
 
 def test_auto_without_any_backend_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    # With core's plugin blocked no backend is registered at all: "auto" must say so,
-    # not fail with an IndexError from deep inside.
-    monkeypatch.setenv("DEEPSEEK_DISABLED_PLUGINS", "core")
+    # With core's plugin gone no backend is registered at all: "auto" must say so, not
+    # fail with an IndexError from deep inside. (Core cannot be disabled through
+    # DEEPSEEK_DISABLED_PLUGINS; a run-time unregister still removes it.)
     monkeypatch.setenv("DEEPSEEK_DISABLE_PLUGIN_AUTOLOAD", "1")  # no third-party backends
+    for name in [r.name for r in plugins.plugins() if r.status == "loaded"]:
+        plugins.unregister(name)
     assert ds.backends.names() == []
     with pytest.raises(RuntimeError, match="(?i)no .*backend"):
         ds.backends.get("auto")

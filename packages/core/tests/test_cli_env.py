@@ -15,7 +15,6 @@ import pytest
 import torch
 
 from deepseek.cli import main
-from deepseek.plugins import DeepSeekPluginWarning
 
 ON_CUDA_BUILD = torch.version.cuda is not None
 
@@ -132,7 +131,8 @@ def test_failed_plugin_is_listed_and_makes_plugins_exit_1(plugin_dists) -> None:
     assert result.returncode == 1
     assert "broken  (deepseek-plugin-broken 1.0.0)  failed" in result.stdout
     assert "needs libfoo >= 2" in result.stdout
-    assert "DeepSeekPluginWarning" in result.stderr  # reported, not a traceback
+    # Reported once (the listing is the report; no second copy as a warning), no traceback.
+    assert (result.stdout + result.stderr).count("needs libfoo >= 2") == 1
     assert "Traceback" not in result.stderr
 
     env = deepseek("env", "--json", env=plugin_dists.env())
@@ -193,7 +193,10 @@ def test_disabled_plugin_is_listed_and_its_command_is_gone(
     monkeypatch.setenv("DEEPSEEK_DISABLED_PLUGINS", "hello")
     rediscover()
     status, _, err = run_cli(capsys, "hello", "x")
-    assert status == 2 and "invalid choice: 'hello'" in err
+    assert status == 2 and "unknown command 'hello'" in err
+    # Not argparse's "invalid choice": the plugin that would provide it, and why not.
+    assert "plugin 'hello' (deepseek-plugin-hello) was disabled" in err
+    assert "DEEPSEEK_DISABLED_PLUGINS" in err
     status, out, _ = run_cli(capsys, "plugins")
     assert status == 0
     assert "hello  (deepseek-plugin-hello 1.0.0)  disabled" in out
@@ -201,13 +204,15 @@ def test_disabled_plugin_is_listed_and_its_command_is_gone(
 
 def test_plugin_cannot_take_over_a_core_command(plugin_dists, capsys) -> None:
     plugin_dists.add("deepseek-plugin-clash", CLASHING, entry_name="clash")
-    with pytest.warns(DeepSeekPluginWarning) as caught:
-        status, out, err = run_cli(capsys, "env", "--json")
-    assert status == 0, err
-    assert json.loads(out)["torch"] == torch.__version__  # core's env command still ran
-    messages = [str(w.message) for w in caught]
-    assert any("'clash'" in m for m in messages), messages  # the plugin is blamed, not core
+    status, out, err = run_cli(capsys, "env", "--json")
+    assert status == 1, err  # a plugin problem is reported as an error ...
+    report = json.loads(out)
+    assert report["torch"] == torch.__version__  # ... and core's env command still ran
+    messages = [p["message"] for p in problems(report, "error")]
+    assert any("'clash'" in m and "'env'" in m for m in messages), messages  # blames the plugin
     assert not any("'core'" in m for m in messages), messages
+    status, out, _ = run_cli(capsys, "plugins")
+    assert status == 1 and "adds the command 'env', which is core's" in out
 
 
 def test_no_command_prints_help_and_exits_2(fresh_plugins, capsys) -> None:

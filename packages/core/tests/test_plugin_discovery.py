@@ -117,7 +117,7 @@ def test_plugin_that_fails_to_import_is_reported_and_skipped(plugin_dists, capsy
 def test_failed_import_is_an_error_in_strict_mode(plugin_dists, monkeypatch) -> None:
     plugin_dists.add("deepseek-plugin-broken", BROKEN, entry_name="broken")
     monkeypatch.setenv("DEEPSEEK_STRICT_PLUGINS", "1")
-    with pytest.raises(PluginLoadError, match=r"'broken' from deepseek-plugin-broken.*libsim"):
+    with pytest.raises(PluginLoadError, match=r"'broken' \(deepseek-plugin-broken\).*libsim"):
         get_plugin_manager()
 
 
@@ -131,7 +131,7 @@ def deepseek_backends(device_index):
 """
     plugin_dists.add("deepseek-plugin-args", source, entry_name="args")
     with pytest.warns(
-        DeepSeekPluginWarning, match=r"(?s)'args' from deepseek-plugin-args.*device_index"
+        DeepSeekPluginWarning, match=r"(?s)'args' \(deepseek-plugin-args\).*device_index"
     ):
         get_plugin_manager()
     assert records()["args"].status == "failed"

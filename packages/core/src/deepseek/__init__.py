@@ -97,16 +97,11 @@ _CORE_SUBPACKAGES = frozenset(
     }
 )
 
-# Subpackages shipped by other distributions: attribute -> distribution to install.
-OPTIONAL_SUBPACKAGES: dict[str, str] = {
-    "distributed": "deepseek-dist",
-    "quantization": "deepseek-quant",
-    "pruning": "deepseek-quant",
-    "distillation": "deepseek-quant",
-    "nlp": "deepseek-nlp",
-    "vision": "deepseek-vision",
-    "moe": "deepseek-moe",
-}
+# Subpackages shipped by other distributions: attribute -> distribution to install. Read
+# from the one table of first-party distributions (a leaf module: no plugin system here).
+from deepseek._first_party import subpackages as _first_party_subpackages  # noqa: E402
+
+OPTIONAL_SUBPACKAGES: dict[str, str] = _first_party_subpackages()
 
 # Objects re-exported at the top level from lazily imported core modules.
 _LAZY_OBJECTS: dict[str, tuple[str, str]] = {

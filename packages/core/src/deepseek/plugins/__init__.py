@@ -26,9 +26,9 @@ register it at run time (tests, notebooks)::
 
 from __future__ import annotations
 
-import contextlib
 from typing import Any
 
+from deepseek.plugins.commands import CommandParser
 from deepseek.plugins.hookspecs import hookimpl, hookspec
 from deepseek.plugins.manager import (
     DeepSeekPluginWarning,
@@ -57,6 +57,7 @@ __all__ = [
     "AlgorithmSpec",
     "BackendSpec",
     "CallbackSpec",
+    "CommandParser",
     "DeepSeekPluginWarning",
     "MetricSpec",
     "ModelSpec",
@@ -95,8 +96,7 @@ def plugins() -> list[PluginRecord]:
     """Every discovered plugin (loaded, failed or disabled), with what it registered."""
     manager = get_plugin_manager()
     for kind in ("backend", "strategy", "precision", "callback", "algorithm", "model", "metric"):
-        # names() fills PluginRecord.registered; a conflict is raised when that registry
-        # is used for real, so listing still works.
-        with contextlib.suppress(PluginError):
-            registry(kind).names()
+        # build() fills PluginRecord.registered and records conflicts without raising;
+        # a conflict is raised when that registry is used for real.
+        registry(kind).build()
     return list(manager.records.values())

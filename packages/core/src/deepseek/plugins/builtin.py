@@ -3,8 +3,7 @@ third-party plugin. Factories are deferred so discovery imports nothing heavy.""
 
 from __future__ import annotations
 
-import argparse
-
+from deepseek.plugins.commands import CommandParser
 from deepseek.plugins.hookspecs import hookimpl
 from deepseek.plugins.specs import (
     BackendSpec,
@@ -89,10 +88,10 @@ def deepseek_callbacks() -> list[CallbackSpec]:
 
 
 @hookimpl
-def deepseek_cli(subparsers: argparse._SubParsersAction) -> None:
+def deepseek_cli(parser: CommandParser) -> None:
     from deepseek.cli import commands
 
-    commands.add_core_commands(subparsers)
+    commands.add_core_commands(parser)
 
 
 @hookimpl

@@ -14,11 +14,11 @@ matching registry is used, never on a training hot path.
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import Iterable
 
 import pluggy
 
+from deepseek.plugins.commands import CommandParser
 from deepseek.plugins.specs import (
     AlgorithmSpec,
     BackendSpec,
@@ -79,15 +79,24 @@ def deepseek_metrics() -> Iterable[MetricSpec]:
 
 
 @hookspec
-def deepseek_cli(subparsers: argparse._SubParsersAction) -> None:
+def deepseek_cli(parser: CommandParser, subparsers: CommandParser) -> None:
     """Add subcommands to the ``deepseek`` command line.
 
-    Call ``subparsers.add_parser(name, help=...)`` and set ``func`` with
-    ``parser.set_defaults(func=callable)``; the callable receives the parsed
-    ``argparse.Namespace`` and returns an exit status (``int``) or ``None`` for 0.
+    Implement it with the argument ``parser`` (a :class:`CommandParser`) and call
+    ``parser.add_command(name, help=..., func=callable)``; it returns an
+    ``argparse.ArgumentParser`` for the command's own arguments. The callable receives
+    the parsed ``argparse.Namespace`` and returns an exit status (``int``) or ``None``
+    for 0. Pass ``override=True`` to replace another plugin's command of that name.
+
+    ``subparsers`` is the same object under its pre-0.2 name; its ``add_parser`` still
+    works for one release, with a ``DeprecationWarning``.
     """
 
 
 @hookspec
 def deepseek_env_report() -> Iterable[str]:
     """Extra lines for ``deepseek env`` / ``check_env`` (a plugin's own diagnostics)."""
+
+
+HOOK_NAMES: list[str] = sorted(name for name in dir() if name.startswith("deepseek_"))
+"""Every hook a plugin may implement (for did-you-mean suggestions)."""

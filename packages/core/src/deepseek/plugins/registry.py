@@ -13,27 +13,20 @@ import importlib.metadata
 from collections.abc import Iterable, Iterator
 from typing import Any
 
+from deepseek.plugins.first_party import install_hints
+from deepseek.plugins.hookspecs import HOOK_NAMES
 from deepseek.plugins.manager import (
     PluginConflictError,
     PluginManager,
     PluginRecord,
+    Registration,
     get_plugin_manager,
 )
 from deepseek.plugins.specs import SPEC_TYPES, Spec
 
-# Names that first-party distributions provide, so a missing one gets an install hint.
-PROVIDED_BY: dict[str, dict[str, str]] = {
-    "strategy": {"ddp": "deepseek-dist"},
-    "algorithm": {name: "deepseek-quant" for name in ("ptq", "l1_channel_pruning", "distillation")},
-    "model": {
-        **{
-            name: "deepseek-nlp"
-            for name in ("bert", "bert-base-chinese", "bert-base-uncased", "bert-tiny")
-        },
-        **{name: "deepseek-vision" for name in ("resnet18", "resnet34", "resnet50")},
-        "moe-mlp": "deepseek-moe",
-    },
-}
+# Names that first-party siblings register, for the "pip install" hint when the sibling
+# is missing: derived from the one first-party table (first_party.py), never listed here.
+PROVIDED_BY: dict[str, dict[str, str]] = install_hints()
 
 HOOK_FOR_KIND = {
     "backend": "deepseek_backends",
@@ -72,8 +65,30 @@ def normalize_name(name: str) -> str:
     return name.strip().lower()
 
 
+@dataclasses.dataclass
+class Conflict:
+    """One name registered by several plugins with no single override among them."""
+
+    kind: str
+    name: str
+    providers: list[PluginRecord]
+
+    def message(self) -> str:
+        who = " and by ".join(f"plugin {r.name!r} ({r.distribution})" for r in self.providers)
+        return (
+            f"{self.kind} {self.name!r} is registered twice: by {who}. Uninstall one, block "
+            "one with DEEPSEEK_DISABLED_PLUGINS, or mark the intended replacement with "
+            "override=True."
+        )
+
+
 class Registry:
-    """All records of one kind. Built on first use; rebuilt after run-time registration."""
+    """All records of one kind. Built on first use; rebuilt after run-time registration.
+
+    The hook is called through pluggy, one plugin at a time in pluggy's own order (see
+    ``PluginManager.call_each``), so ``tryfirst``/``trylast``, tracing and hook monitoring
+    apply and every record is credited to the plugin that returned it.
+    """
 
     def __init__(self, kind: str, manager: PluginManager | None = None) -> None:
         if kind not in SPEC_TYPES:
@@ -84,6 +99,7 @@ class Registry:
         self._manager = manager
         self._index: dict[str, Spec] = {}
         self._providers: dict[str, PluginRecord] = {}
+        self.conflicts: dict[str, Conflict] = {}
         self._generation = -1
         self._manager_serial = -1
 
@@ -92,33 +108,76 @@ class Registry:
         return self._manager or get_plugin_manager()
 
     # -- building --------------------------------------------------------------------
-    def _ensure(self) -> None:
+    def build(self) -> None:
+        """Call the hook (once per change of the plugin set) and index its records.
+        Never raises for a conflict: lookups do, listings show it."""
         manager = self.manager
         if self._generation == manager.generation and self._manager_serial == manager.serial:
             return
+        for record in manager.records.values():  # forget what the last build credited
+            record.registered.pop(self.kind, None)
+            record.entries = [e for e in record.entries if e.kind != self.kind]
         index: dict[str, Spec] = {}
         providers: dict[str, PluginRecord] = {}
-        caller = getattr(manager.hook, self.hook_name)
-        # get_hookimpls() lists the latest registration last-but-first; registration
-        # order (built-ins first) makes "who came first" in conflicts meaningful.
-        for impl in sorted(caller.get_hookimpls(), key=lambda i: self._order(manager, i)):
-            record = manager.record_for(impl.plugin_name)
-            for spec in self._call(manager, impl, record):
-                self._add(index, providers, spec, record)
-        self._index, self._providers = index, providers
+        claims: dict[str, list[tuple[Spec, PluginRecord]]] = {}
+        for record, call in manager.call_each(self.hook_name):
+            for spec in self._call(manager, record, call):
+                claims.setdefault(spec.name, []).append((spec, record))
+                names = record.registered.setdefault(self.kind, [])
+                if spec.name not in names:
+                    names.append(spec.name)
+        conflicts: dict[str, Conflict] = {}
+        for name, claimants in claims.items():
+            overrides = [c for c in claimants if c[0].override]
+            if len(claimants) == 1 or len(overrides) == 1:
+                spec, record = overrides[0] if overrides else claimants[0]
+                index[name], providers[name] = spec, record
+                self._credit(
+                    record,
+                    spec,
+                    "active" if len(claimants) == 1 else "overrides",
+                    [r for _, r in claimants if r is not record],
+                )
+                for other_spec, other in claimants:
+                    if other is not record:
+                        self._credit(other, other_spec, "overridden", [record])
+                continue
+            ordered = self._registration_order(manager, [r for _, r in claimants])
+            conflicts[name] = Conflict(self.kind, name, ordered)
+            for spec, record in claimants:
+                self._credit(record, spec, "conflict", [r for r in ordered if r is not record])
+        self._index, self._providers, self.conflicts = index, providers, conflicts
         self._generation, self._manager_serial = manager.generation, manager.serial
 
-    @staticmethod
-    def _order(manager: PluginManager, impl: Any) -> int:
-        names = [name for name, _ in manager.list_name_plugin()]
-        return names.index(impl.plugin_name) if impl.plugin_name in names else len(names)
+    def _credit(
+        self, record: PluginRecord, spec: Spec, state: str, others: list[PluginRecord]
+    ) -> None:
+        other = ", ".join(f"{o.name!r} ({o.distribution})" for o in others) or None
+        record.entries.append(Registration(self.kind, spec.name, spec.description, state, other))
 
-    def _call(self, manager: PluginManager, impl: Any, record: PluginRecord) -> list[Spec]:
-        where = f"plugin {record.name!r} ({record.distribution})"
+    @staticmethod
+    def _registration_order(
+        manager: PluginManager, records: list[PluginRecord]
+    ) -> list[PluginRecord]:
+        # Only for messages: name the plugin registered first (e.g. core) first.
+        names = [name for name, _ in manager.list_name_plugin()]
+        return sorted(records, key=lambda r: names.index(r.name) if r.name in names else 1 << 30)
+
+    def _ensure(self) -> None:
+        self.build()
+        if self.conflicts:
+            first = next(iter(self.conflicts.values()))
+            raise PluginConflictError(first.message())
+
+    def _call(self, manager: PluginManager, record: PluginRecord, call: Any) -> list[Spec]:
+        function = getattr(manager.get_plugin(record.name), self.hook_name, None)
+        where = _location(function)
         try:
-            result = impl.function()
+            result = call()
         except Exception as exc:  # noqa: BLE001 - a broken hook must not break the host
-            manager.report(f"{where} raised in {self.hook_name}(): {type(exc).__name__}: {exc}")
+            manager.report(
+                record, f"raised in {self.hook_name}(): {type(exc).__name__}: {exc}", where=where
+            )
             return []
         if result is None:
             return []
@@ -127,19 +186,26 @@ class Registry:
             items = list(items)
         except TypeError:
             manager.report(
-                f"{where} returned {type(result).__name__} from {self.hook_name}(); "
-                f"expected a list of {self.spec_type.__name__}"
+                record,
+                f"returned {type(result).__name__} from {self.hook_name}(); "
+                f"expected a list of {self.spec_type.__name__}",
+                where=where,
             )
             return []
         except Exception as exc:  # noqa: BLE001 - a generator hook that raises midway
-            manager.report(f"{where} raised in {self.hook_name}(): {type(exc).__name__}: {exc}")
+            manager.report(
+                record, f"raised in {self.hook_name}(): {type(exc).__name__}: {exc}", where=where
+            )
             return []
         valid = []
         for item in items:
             problem = self._problem(item)
             if problem:
                 manager.report(
-                    f"{where} returned a malformed record from {self.hook_name}(): {problem}"
+                    record,
+                    f"returned a malformed record from {self.hook_name}(): {problem}",
+                    where=where,
+                    skipped=True,
                 )
                 continue
             valid.append(dataclasses.replace(item, name=normalize_name(item.name)))
@@ -157,30 +223,6 @@ class Registry:
             return f"{expected} {item.name!r} has a description that is not a string"
         return None
 
-    def _add(
-        self,
-        index: dict[str, Spec],
-        providers: dict[str, PluginRecord],
-        spec: Spec,
-        record: PluginRecord,
-    ) -> None:
-        existing = index.get(spec.name)
-        if existing is not None and not spec.override:
-            if existing.override:
-                return  # the earlier record was declared as the override
-            other = providers[spec.name]
-            raise PluginConflictError(
-                f"{self.kind} {spec.name!r} is registered twice: by plugin {other.name!r} "
-                f"({other.distribution}) and by plugin {record.name!r} ({record.distribution}). "
-                "Uninstall one, block one with DEEPSEEK_DISABLED_PLUGINS, or mark the "
-                "intended replacement with override=True."
-            )
-        index[spec.name] = spec
-        providers[spec.name] = record
-        record.registered.setdefault(self.kind, [])
-        if spec.name not in record.registered[self.kind]:
-            record.registered[self.kind].append(spec.name)
-
     # -- lookup ------------------------------------------------------------------------
     def names(self) -> list[str]:
         self._ensure()
@@ -191,8 +233,9 @@ class Registry:
         return isinstance(name, str) and normalize_name(name) in self._index
 
     def __iter__(self) -> Iterator[Spec]:
+        """Records in the order pluggy returned them (no re-sort)."""
         self._ensure()
-        return iter([self._index[name] for name in sorted(self._index)])
+        return iter(list(self._index.values()))
 
     def __len__(self) -> int:
         self._ensure()
@@ -230,6 +273,9 @@ class Registry:
                 f"{message} {self.kind.capitalize()} {key!r} is provided by the {dist} "
                 f"package, which is not installed: pip install {dist}"
             )
+        why = self._not_loaded_providers(key, provided.get(key))
+        if why:
+            message += " " + why
         candidates = known + [n for n, dist in provided.items() if not _installed(dist)]
         close = difflib.get_close_matches(key, [c for c in candidates if c != key], n=1)
         if close:
@@ -237,12 +283,74 @@ class Registry:
         listed = ", ".join(known) if known else "(none installed)"
         return f"{message} Known {PLURAL[self.kind]}: {listed}."
 
+    def _not_loaded_providers(self, key: str, first_party_dist: str | None) -> str:
+        """Say which installed plugins did not load and would (or may) provide ``key``."""
+        manager = self.manager
+        sure: list[str] = []
+        maybe: list[str] = []
+        for record in manager.not_loaded():
+            if record.status == "partial":
+                wrong = [h for h in record.unknown_hooks if _closest_hook(h) == self.hook_name]
+                if not wrong:
+                    continue
+                provides = key in _names_from_misspelled(manager, record, wrong)
+                text = (
+                    f"plugin {record.name!r} ({record.distribution}) implements {wrong[0]!r} "
+                    f"instead of {self.hook_name!r}, so none of its {PLURAL[self.kind]} are "
+                    "registered: rename the hook"
+                )
+                (sure if provides else maybe).append(text)
+                continue
+            state = "was disabled" if record.status == "disabled" else "failed to load"
+            text = f"plugin {record.name!r} ({record.distribution}) {state}: {record.error}"
+            if first_party_dist and record.matches(first_party_dist):
+                sure.append(text)
+            else:
+                maybe.append(text)
+        if sure:
+            return f"It is provided by {'; '.join(sure)}."
+        if maybe:
+            return f"It may come from a plugin that did not load: {'; '.join(maybe)}."
+        return ""
+
+
+def _closest_hook(name: str) -> str | None:
+    close = difflib.get_close_matches(name, HOOK_NAMES, n=1)
+    return close[0] if close else None
+
+
+def _names_from_misspelled(
+    manager: PluginManager, record: PluginRecord, hooks: list[str]
+) -> set[str]:
+    """What a misspelled registration hook would have registered (called guarded; it is
+    the plugin's own zero-argument function, already imported)."""
+    plugin = manager.get_plugin(record.name)
+    names: set[str] = set()
+    for hook in hooks:
+        function = getattr(plugin, hook, None)
+        try:
+            result = function() if callable(function) else None
+            items = [result] if isinstance(result, Spec) else list(result or [])
+        except Exception:  # noqa: BLE001 - only a hint; the hook is broken anyway
+            continue
+        names.update(
+            normalize_name(i.name) for i in items if isinstance(getattr(i, "name", None), str)
+        )
+    return names
+
+
+def _location(function: Any) -> tuple[str, int, str] | None:
+    from deepseek.plugins.manager import _source_location
+
+    return _source_location(function) if function is not None else None
+
 
 _REGISTRIES: dict[str, Registry] = {}
 
 
 def registry(kind: str) -> Registry:
-    """The registry of one kind: backend, strategy, precision, callback, algorithm, model."""
+    """The registry of one kind: backend, strategy, precision, callback, algorithm, model,
+    metric."""
     if kind not in _REGISTRIES:
         _REGISTRIES[kind] = Registry(kind)
     return _REGISTRIES[kind]

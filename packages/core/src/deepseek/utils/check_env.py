@@ -15,13 +15,13 @@ import json
 import os
 import platform
 import sys
-import warnings
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
 
-from deepseek.plugins.manager import FIRST_PARTY_DISTRIBUTIONS, PluginError, get_plugin_manager
+from deepseek.plugins.first_party import DISTRIBUTIONS, META_DISTRIBUTION, normalize_distribution
+from deepseek.plugins.manager import PluginError, get_plugin_manager
 
 
 @dataclass
@@ -56,8 +56,8 @@ def physical_cores() -> int:
 def _distributions() -> dict[str, str]:
     found = {}
     for dist in importlib.metadata.distributions():
-        name = (dist.metadata["Name"] or "").lower().replace("_", "-")
-        if name in FIRST_PARTY_DISTRIBUTIONS or name == "deepseek-framework":
+        name = normalize_distribution(dist.metadata["Name"] or "")
+        if name in DISTRIBUTIONS or name == META_DISTRIBUTION:
             found[name] = dist.version
     return dict(sorted(found.items()))
 
@@ -65,13 +65,13 @@ def _distributions() -> dict[str, str]:
 def collect(requested_backend: str | None = None) -> dict[str, Any]:
     """Gather the report as a dict (what ``--json`` prints)."""
     from deepseek import backends
-    from deepseek.plugins import plugins as plugin_records
+    from deepseek.cli.commands import inspect_plugins
 
     problems: list[Problem] = []
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # failures are reported as problems below
-        manager = get_plugin_manager()
-        records = plugin_records()
+    records = inspect_plugins()  # every registry and command built; warnings recorded
+    manager = get_plugin_manager()
+    for message in manager.environment_problems:
+        problems.append(Problem("warning", message, "fix the variable's plugin names"))
 
     backend_info = []
     try:
@@ -89,23 +89,33 @@ def collect(requested_backend: str | None = None) -> dict[str, Any]:
         auto = None
 
     for rec in records:
+        fix = (
+            f"reinstall or upgrade {rec.distribution}, or disable it with "
+            f"DEEPSEEK_DISABLED_PLUGINS={rec.name}"
+        )
         if rec.status == "failed":
             problems.append(
-                Problem(
-                    "error",
-                    f"plugin {rec.name!r} from {rec.distribution} {rec.error}",
-                    f"reinstall or upgrade {rec.distribution}, or disable it with "
-                    f"DEEPSEEK_DISABLED_PLUGINS={rec.name}",
-                )
+                Problem("error", f"plugin {rec.name!r} ({rec.distribution}) {rec.error}", fix)
             )
-        for hook in rec.unknown_hooks:
-            problems.append(
-                Problem(
-                    "warning",
-                    f"plugin {rec.name!r} implements unknown hook {hook!r}",
-                    "check the hook name against deepseek.plugins.hookspecs",
+        for message in rec.problems:
+            if rec.status == "failed" and message == rec.error:
+                continue  # reported just above
+            if "registered twice" in message or "added twice" in message:
+                if any(p.message == message for p in problems):
+                    continue  # a clash is one problem, not one per side
+                problems.append(Problem("error", message, "see the message"))
+            elif rec.unknown_hooks and "not a deepseek hook" in message:
+                problems.append(
+                    Problem(
+                        "error" if rec.status == "partial" else "warning",
+                        f"plugin {rec.name!r} ({rec.distribution}) {message}",
+                        "rename the hook to one of deepseek.plugins.hookspecs.HOOK_NAMES",
+                    )
                 )
-            )
+            else:
+                problems.append(
+                    Problem("error", f"plugin {rec.name!r} ({rec.distribution}) {message}", fix)
+                )
 
     dists = _distributions()
     minors = {".".join(v.split(".")[:2]) for v in dists.values()}
@@ -167,14 +177,15 @@ def collect(requested_backend: str | None = None) -> dict[str, Any]:
             )
 
     extra: list[str] = []
-    for impl in manager.hook.deepseek_env_report.get_hookimpls():
+    for record, call in manager.call_each("deepseek_env_report"):
         try:
-            extra.extend(str(line) for line in (impl.function() or []))
+            extra.extend(str(line) for line in (call() or []))
         except Exception as exc:  # noqa: BLE001
             problems.append(
                 Problem(
                     "warning",
-                    f"plugin {impl.plugin_name!r} failed in deepseek_env_report: {exc}",
+                    f"plugin {record.name!r} ({record.distribution}) failed in "
+                    f"deepseek_env_report: {type(exc).__name__}: {exc}",
                     "report it to the plugin's authors",
                 )
             )
@@ -211,6 +222,8 @@ def collect(requested_backend: str | None = None) -> dict[str, Any]:
                 "status": r.status,
                 "error": r.error,
                 "registered": r.registered,
+                "commands": r.commands,
+                "problems": r.problems,
             }
             for r in records
         ],
@@ -252,7 +265,11 @@ def format_report(report: dict[str, Any]) -> str:
     lines.append("Plugins")
     for p in report["plugins"]:
         what = "; ".join(f"{k}: {', '.join(v)}" for k, v in p["registered"].items())
-        status = p["status"] if not p["error"] else f"{p['status']} ({p['error']})"
+        status = p["status"]
+        if p["status"] == "disabled":
+            status += f" ({p['error']})"
+        elif p["error"] or p.get("problems"):
+            status += " (see Problems)"  # each problem is printed once, below
         lines.append(f"  {p['name']:<12}{p['distribution']} {p['version']:<8} {status}  {what}")
     if report["plugin_reports"]:
         lines.append("")
