@@ -13,8 +13,10 @@ from deepseek.config.errors import ConfigError
 JOB_ERRORS = (LookupError, ValueError, TypeError, ImportError, OSError, ConfigError)
 
 
-def add_job_commands(subparsers: Any) -> None:
-    train = subparsers.add_parser("train", help="run the training job a YAML config describes")
+def add_job_commands(parser: Any) -> None:
+    """Declare the job commands on the ``deepseek_cli`` hook's CommandParser."""
+    add = getattr(parser, "add_command", None) or parser.add_parser
+    train = add("train", help="run the training job a YAML config describes")
     _job_arguments(train)
     train.add_argument(
         "--print-config",
@@ -23,7 +25,7 @@ def add_job_commands(subparsers: Any) -> None:
     )
     train.set_defaults(func=run_train)
 
-    profile = subparsers.add_parser(
+    profile = add(
         "profile", help="profile a few steps of a config's job and print the bottleneck report"
     )
     _job_arguments(profile)
@@ -35,15 +37,15 @@ def add_job_commands(subparsers: Any) -> None:
         ("validate", "score a checkpoint of a config's job on its validation data"),
         ("predict", "predict the validation data with a checkpoint; saves predictions.pt"),
     ):
-        parser = subparsers.add_parser(stage, help=text)
-        _job_arguments(parser)
-        parser.add_argument(
+        evaluate = add(stage, help=text)
+        _job_arguments(evaluate)
+        evaluate.add_argument(
             "--ckpt",
             default="best",
             metavar="best|last|PATH",
             help="which checkpoint of the run (default: best)",
         )
-        parser.set_defaults(func=run_evaluation, stage=stage)
+        evaluate.set_defaults(func=run_evaluation, stage=stage)
 
 
 def _job_arguments(parser: argparse.ArgumentParser) -> None:
