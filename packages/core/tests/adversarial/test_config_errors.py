@@ -75,7 +75,8 @@ def one_line_error(capsys, argv: list[str]) -> str:
         ),
         (
             "scheduler={name: LRScheduler}",
-            "scheduler.name: 'LRScheduler' is not a torch.optim.lr_scheduler schedule (a base class",
+            "scheduler.name: 'LRScheduler' is not a torch.optim.lr_scheduler schedule "
+            "(a base class",
         ),
         (
             "scheduler={name: StepLR, step_size: 1, gamma: big}",
@@ -104,7 +105,8 @@ def one_line_error(capsys, argv: list[str]) -> str:
         ),
         (
             "trainer.gradient_checkpointing={every: 2}",
-            "trainer.gradient_checkpointing.every: not accepted by ActivationCheckpointPolicy. Did you mean 'every_n'?",
+            "trainer.gradient_checkpointing.every: not accepted by "
+            "ActivationCheckpointPolicy. Did you mean 'every_n'?",
         ),
         ("model.name=errjob:nothing", "model.name: module 'errjob'"),
         ("optimizer.name=Adamm", "optimizer.name: unknown optimizer 'Adamm'. Did you mean 'Adam'?"),

@@ -112,7 +112,8 @@ def test_safe_mode_refuses_targets_outside_torch_deepseek_and_the_folder(tmp_pat
     marker = tmp_path / "ran"
     config = tmp_path / "evil.yaml"
     config.write_text(
-        f"model: {{name: '{target}', command: 'touch {marker}'}}\ndata: {{train: 'torch.nn:Linear'}}\n"
+        f"model: {{name: '{target}', command: 'touch {marker}'}}\n"
+        "data: {train: 'torch.nn:Linear'}\n"
     )
     with pytest.raises(ConfigError, match=rf"model.name: '{target}' is refused in safe mode"):
         load_config(config, safe=True)
@@ -151,7 +152,8 @@ def test_safe_mode_allows_torch_deepseek_registry_names_and_own_folder(tmp_path)
     config = write_job(tmp_path, tmp_path / "out")
     text = config.read_text().replace(
         "trainer:",
-        "optimizer: {name: SGD, lr: 0.1}\nscheduler: {name: 'torch.optim.lr_scheduler:StepLR', step_size: 1}\ntrainer:",
+        "optimizer: {name: SGD, lr: 0.1}\n"
+        "scheduler: {name: 'torch.optim.lr_scheduler:StepLR', step_size: 1}\ntrainer:",
     )
     config.write_text(text)
     cfg = load_config(config, safe=True)
