@@ -13,7 +13,7 @@ import os
 import sys
 from collections.abc import Iterable
 
-from deepseek.plugins import BackendSpec, deferred, hookimpl
+from deepseek.plugins import BackendSpec, CommandParser, deferred, hookimpl
 from deepseek_simaccel import __version__
 
 ENV_VAR = "SIMACCEL_DEVICES"  # repeated from .backend to keep this module light
@@ -31,10 +31,11 @@ def deepseek_backends() -> list[BackendSpec]:
 
 
 @hookimpl
-def deepseek_cli(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("simaccel-info", help="show the simulated accelerator's devices")
-    parser.add_argument("--json", action="store_true", help="print the backend's description")
-    parser.set_defaults(func=run_info)
+def deepseek_cli(parser: CommandParser) -> None:
+    info = parser.add_command(
+        "simaccel-info", help="show the simulated accelerator's devices", func=run_info
+    )
+    info.add_argument("--json", action="store_true", help="print the backend's description")
 
 
 def run_info(args: argparse.Namespace) -> int:
