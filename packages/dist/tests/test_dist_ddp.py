@@ -187,11 +187,16 @@ def no_launch_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
     return monkeypatch
 
 
-def test_setup_without_torchrun_env_names_the_variables(no_launch_env) -> None:
-    with pytest.raises(RuntimeError, match="torchrun --nproc-per-node N") as info:
-        DDPStrategy().setup(ds.backends.get("cpu"))
-    for name in TORCHRUN_VARS:
-        assert name in str(info.value)
+def test_setup_without_torchrun_env_joins_a_world_of_one(no_launch_env) -> None:
+    strategy = DDPStrategy()
+    strategy.setup(ds.backends.get("cpu"))
+    try:
+        assert ddist.is_initialized()
+        assert (strategy.world_size, strategy.rank) == (1, 0)
+        model = strategy.setup_model(torch.nn.Linear(2, 1))
+        assert isinstance(model, torch.nn.parallel.DistributedDataParallel)
+    finally:
+        strategy.teardown()
     assert not ddist.is_initialized()
 
 
