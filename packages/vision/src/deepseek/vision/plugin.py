@@ -4,8 +4,6 @@ the network code."""
 
 from __future__ import annotations
 
-import argparse
-
 from deepseek.plugins import ModelSpec, deferred, hookimpl
 
 _NETWORKS = "deepseek.vision.networks"
@@ -95,7 +93,7 @@ if MetricSpec is not None:
 
 
 @hookimpl
-def deepseek_cli(subparsers: argparse._SubParsersAction) -> None:
+def deepseek_cli(parser) -> None:
     from deepseek.vision.cli import add_parser
 
-    add_parser(subparsers)
+    add_parser(parser)
