@@ -138,9 +138,9 @@ def validation_loop(trainer: Trainer, loader: DataLoader, prefix: str = "val") -
     was_training = trainer.model.training
     trainer.model.eval()
     strategy = trainer.strategy
-    metrics = trainer._epoch_metrics
-    for metric in metrics.values():
-        metric.reset()
+    metrics = trainer.metric_collection
+    if metrics:
+        metrics.reset()
     totals: dict[str, torch.Tensor] = {}
     count = torch.zeros((), dtype=torch.float64)
     trainer._logging_stage = prefix
@@ -149,8 +149,6 @@ def validation_loop(trainer: Trainer, loader: DataLoader, prefix: str = "val") -
             batch = strategy.batch_to_device(batch)
             with trainer.precision.autocast():
                 values, output, target = validation_values(trainer, batch, batch_idx)
-                if trainer.metric_fns:
-                    values.update(trainer._per_batch_metrics(output, target))
                 if metrics:
                     trainer._update_metrics(output, target)
             n = batch_size_of(batch)
@@ -165,10 +163,10 @@ def validation_loop(trainer: Trainer, loader: DataLoader, prefix: str = "val") -
     for name, total in totals.items():
         summed = strategy.reduce(total.to(strategy.device), "sum").cpu()
         results[f"{prefix}_{name}"] = float(summed / count)
-    for name, metric in metrics.items():
-        value = trainer._compute_metric(name, metric)
-        if value is not None:
-            results[f"{prefix}_{name}"] = value
+    if metrics:  # accumulating metrics all-reduce their own statistics
+        for name, value in metrics.compute().items():
+            if value is not None:
+                results[f"{prefix}_{name}"] = float(value)
     results.update(trainer._flush_epoch_logs(prefix))
     trainer.metrics.update(results)
     trainer.model.train(was_training)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import inspect
 import warnings
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import torch
@@ -27,14 +27,7 @@ PRECISION_ALIASES = {
     "bf16": "bf16-mixed",
 }
 NAN_POLICIES = ("raise", "skip", None)
-
-
-def _accuracy(output: Any, target: Any) -> torch.Tensor:
-    logits = output.logits if hasattr(output, "logits") else output
-    return (logits.argmax(dim=-1) == target).float().mean()
-
-
-BUILTIN_METRICS: dict[str, Callable[[Any, Any], torch.Tensor]] = {"accuracy": _accuracy}
+SCHEDULER_INTERVALS = ("step", "epoch")
 
 
 def resolve_strategy(strategy: str | Strategy) -> Strategy:
@@ -151,19 +144,13 @@ def resolve_scheduler(
     raise TypeError(f"scheduler must be an LRScheduler, a class or a factory, got {scheduler!r}")
 
 
-def resolve_metrics(metrics: Any) -> dict[str, Callable[[Any, Any], torch.Tensor]]:
+def resolve_metrics(metrics: Any) -> Any:
+    """A ``deepseek.metrics.MetricCollection`` (accumulating metrics, computed over the
+    whole validation set) from names, ``module:callable`` names, metric objects
+    (``torchmetrics.Metric`` too) or ``fn(output, target)`` functions; None for none."""
     if metrics is None:
-        return {}
-    if isinstance(metrics, Mapping):
-        return dict(metrics)
-    if isinstance(metrics, str):
-        metrics = [metrics]
-    resolved = {}
-    for name in metrics if isinstance(metrics, Sequence) else list(metrics):
-        if name not in BUILTIN_METRICS:
-            raise ValueError(
-                f"unknown metric {name!r}; built-in: {sorted(BUILTIN_METRICS)}, or pass "
-                "a dict of name -> callable(output, target)"
-            )
-        resolved[name] = BUILTIN_METRICS[name]
-    return resolved
+        return None
+    from deepseek.metrics import MetricCollection, build_metrics
+
+    built = build_metrics(metrics)
+    return MetricCollection(built) if built else None

@@ -49,6 +49,7 @@ from deepseek.training.loss import is_number as _is_number
 from deepseek.training.precision import Precision
 from deepseek.training.resolve import (
     NAN_POLICIES,
+    SCHEDULER_INTERVALS,
     check_positive_int,
     resolve_callbacks,
     resolve_metrics,
@@ -246,9 +247,10 @@ class Trainer:
                 check_positive_int(name, value)
         if on_nan_loss not in NAN_POLICIES:
             raise ValueError(f"on_nan_loss must be one of {NAN_POLICIES}, got {on_nan_loss!r}")
-        if scheduler_interval not in ("step", "epoch"):
+        if scheduler_interval not in SCHEDULER_INTERVALS:
             raise ValueError(
-                f"scheduler_interval must be 'step' or 'epoch', got {scheduler_interval!r}"
+                f"scheduler_interval must be one of {SCHEDULER_INTERVALS}, "
+                f"got {scheduler_interval!r}"
             )
         if gradient_clip_norm is not None and not gradient_clip_norm > 0:
             raise ValueError(f"gradient_clip_norm must be > 0, got {gradient_clip_norm!r}")
@@ -306,7 +308,7 @@ class Trainer:
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.loss_fn = loss_fn
-        self.metric_fns, self._epoch_metrics = _split_metrics(resolve_metrics(metrics))
+        self.metric_collection = resolve_metrics(metrics)
         self.max_epochs = max_epochs if max_epochs is not None or max_steps else 1
         self.max_steps = max_steps
         self.accumulate_grad_batches = accumulate_grad_batches
@@ -618,31 +620,19 @@ class Trainer:
     def _flush_epoch_logs(self, stage: str) -> dict[str, float]:
         return self._epoch_logs[stage].flush()
 
-    def _per_batch_metrics(self, output: Any, target: Any) -> dict[str, torch.Tensor]:
-        if output is None or target is None:
-            for name in self.metric_fns:
-                self._warn_metric(name, _NO_PAIR)
-            return {}
-        return {name: torch.as_tensor(fn(output, target)) for name, fn in self.metric_fns.items()}
+    @property
+    def metric_fns(self) -> dict[str, Any]:
+        """The validation metrics by name (objects with update/compute/reset)."""
+        return dict(self.metric_collection.metrics) if self.metric_collection else {}
 
     def _update_metrics(self, output: Any, target: Any) -> None:
-        for name, metric in self._epoch_metrics.items():
-            if output is None or target is None:
-                self._warn_metric(name, _NO_PAIR)
-                continue
-            logits = output.logits if hasattr(output, "logits") else output
-            metric.update(logits, target)
-
-    def _compute_metric(self, name: str, metric: Any) -> float | None:
-        if name in self._metric_warned:
-            return None
-        value = metric.compute()  # accumulating metrics sync across ranks themselves
-        return float(value.detach().float()) if isinstance(value, torch.Tensor) else float(value)
-
-    def _warn_metric(self, name: str, why: str) -> None:
-        if name not in self._metric_warned:
-            self._metric_warned.add(name)
-            warnings.warn(f"metric {name!r} cannot be computed: {why}", stacklevel=4)
+        if output is None or target is None:
+            for name in self.metric_fns:
+                if name not in self._metric_warned:
+                    self._metric_warned.add(name)
+                    warnings.warn(f"metric {name!r} cannot be computed: {_NO_PAIR}", stacklevel=4)
+            return
+        self.metric_collection.update(output, target)
 
     def _epoch_summary(self) -> None:
         logs = self._flush_epoch_logs("train")
@@ -798,17 +788,6 @@ def _attach_manual_optimization(model: nn.Module) -> None:
     for name, fn in (("optimizers", optimizers), ("manual_backward", manual_backward)):
         if getattr(type(model), name, None) is None and name not in vars(model):
             object.__setattr__(model, name, fn)
-
-
-def _split_metrics(metrics: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Per-batch callables ``fn(output, target)`` vs accumulating metrics (update/compute)."""
-    per_batch, accumulating = {}, {}
-    for name, metric in metrics.items():
-        if all(hasattr(metric, m) for m in ("update", "compute", "reset")):
-            accumulating[name] = metric
-        else:
-            per_batch[name] = metric
-    return per_batch, accumulating
 
 
 def _announce_checkpointing(model: nn.Module) -> None:
