@@ -41,10 +41,32 @@ class EpochSampler(Sampler[int]):
         self.drop_last = drop_last
         self.epoch = 0
         self._start = 0
-        if drop_last:
-            self.per_replica = length // num_replicas
+        self.configure(num_replicas=num_replicas, rank=rank, drop_last=drop_last)
+
+    def configure(
+        self,
+        *,
+        num_replicas: int | None = None,
+        rank: int | None = None,
+        seed: int | None = None,
+        shuffle: bool | None = None,
+        drop_last: bool | None = None,
+    ) -> None:
+        """Change the sharding/seed/shuffling (strategies call this on a user's sampler)."""
+        if num_replicas is not None:
+            self.num_replicas = num_replicas
+        if rank is not None:
+            self.rank = rank
+        if seed is not None:
+            self.seed = seed
+        if shuffle is not None:
+            self.shuffle = shuffle
+        if drop_last is not None:
+            self.drop_last = drop_last
+        if self.drop_last:
+            self.per_replica = self.length // self.num_replicas
         else:
-            self.per_replica = math.ceil(length / num_replicas)
+            self.per_replica = math.ceil(self.length / self.num_replicas)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch

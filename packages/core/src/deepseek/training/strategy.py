@@ -122,6 +122,13 @@ class Strategy:
     ) -> DataLoader:
         """Rebuild ``loader`` around an ``EpochSampler`` so its order is reproducible per
         epoch and a resumed run can start mid-epoch."""
+        if isinstance(loader.sampler, EpochSampler):  # a user's subclass (length buckets...)
+            sampler = loader.sampler
+            sampler.configure(
+                num_replicas=self.world_size, rank=self.rank, seed=seed, shuffle=shuffle,
+                drop_last=drop_last,
+            )  # fmt: skip
+            return loader
         sampler = EpochSampler(
             len(loader.dataset),
             shuffle=shuffle,

@@ -30,7 +30,7 @@ from deepseek import backends
 from deepseek.callbacks.base import Callback
 from deepseek.callbacks.progress import ProgressBar
 from deepseek.training import checkpointing, loops, step_log
-from deepseek.training.data import as_dataloader
+from deepseek.training.data import EpochSampler, as_dataloader
 from deepseek.training.loss import (
     STEP_METHODS,
     NonFiniteLossGuard,
@@ -668,7 +668,10 @@ class Trainer:
         loader = as_dataloader(data, self.batch_size, what="train_data")
         shuffle = self.shuffle
         if isinstance(data, DataLoader):  # keep the user's choice of shuffling
-            shuffle = isinstance(data.sampler, torch.utils.data.RandomSampler)
+            if isinstance(data.sampler, EpochSampler):
+                shuffle = data.sampler.shuffle
+            else:
+                shuffle = isinstance(data.sampler, torch.utils.data.RandomSampler)
         loader = self.strategy.setup_dataloader(
             loader, shuffle=shuffle, seed=self._data_seed, drop_last=loader.drop_last
         )
