@@ -33,6 +33,15 @@ def add_core_commands(parser: CommandParser) -> None:
     )
     plugins.set_defaults(func=run_plugins, reports_plugin_problems=True)
 
+    from deepseek.cli.new_plugin import add_arguments as add_new_plugin_arguments
+    from deepseek.cli.new_plugin import run as run_new_plugin
+
+    new = parser.add_command(
+        "new-plugin", help="write a new plugin distribution (pyproject, hooks, tests)"
+    )
+    add_new_plugin_arguments(new)
+    new.set_defaults(func=run_new_plugin)
+
     from deepseek.cli.jobs import add_job_commands
 
     add_job_commands(parser)
