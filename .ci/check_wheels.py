@@ -3,11 +3,19 @@ shadow the shared namespace) or when a first-party wheel is missing."""
 
 from __future__ import annotations
 
+import runpy
 import sys
 import zipfile
 from pathlib import Path
 
-EXPECTED = {"core", "dist", "quant", "nlp", "vision", "moe", "framework"}
+# The one table of first-party distributions, read from core's source (no install needed).
+_TABLE = runpy.run_path(
+    str(Path(__file__).resolve().parents[1] / "packages/core/src/deepseek/_first_party.py")
+)
+EXPECTED = {
+    name.removeprefix("deepseek-")
+    for name in (*(d.distribution for d in _TABLE["FIRST_PARTY"]), _TABLE["META_DISTRIBUTION"])
+}
 
 
 def main(folder: str) -> int:
