@@ -1,0 +1,261 @@
+"""One config shape (issue 7 item 2, issue 14 item 7): the trainer section is the Trainer's
+own signature, component options are their classes', and YAML reaches every option."""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import textwrap
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import torch
+
+from deepseek.config import (
+    ConfigError,
+    Section,
+    TrainerConfig,
+    dump_config,
+    load_config,
+    parse_config,
+    register_section,
+    trainer_options,
+    unregister_section,
+)
+from deepseek.config.schema import SET_ELSEWHERE
+from deepseek.training import Trainer
+from deepseek.training.job import build_trainer, run_job
+
+MODULE = textwrap.dedent(
+    """
+    import torch
+    from torch import nn
+    from torch.utils.data import TensorDataset
+
+    class Block(nn.Module):
+        def __init__(self, width):
+            super().__init__()
+            self.linear = nn.Linear(width, width)
+
+        def forward(self, x):
+            return torch.relu(self.linear(x))
+
+    def model(width=8, dropout=0.0):
+        blocks = nn.Sequential(Block(width), Block(width))
+        return nn.Sequential(nn.Linear(4, width), blocks, nn.Dropout(dropout), nn.Linear(width, 2))
+
+    def data(n=32, seed=0):
+        g = torch.Generator().manual_seed(seed)
+        x = torch.randn(n, 4, generator=g)
+        return TensorDataset(x, (x.sum(1) > 0).long())
+
+    class Scale:
+        '''A model algorithm: multiply every weight by ``factor`` (in place).'''
+        calls = []
+
+        def __init__(self, factor: float = 2.0):
+            self.factor = factor
+
+        def apply(self, model):
+            Scale.calls.append(self.factor)
+            with torch.no_grad():
+                for p in model.parameters():
+                    p.mul_(self.factor)
+
+    def top1(preds, target):
+        return (preds.argmax(-1) == target).float().mean()
+    """
+)
+
+
+@pytest.fixture
+def folder(tmp_path: Path) -> Path:
+    (tmp_path / "schemajob.py").write_text(MODULE)
+    return tmp_path
+
+
+def job_config(folder: Path, **trainer) -> dict:
+    return {
+        "seed": 0,
+        "output_dir": str(folder / "out"),
+        "plot": False,
+        "model": {"name": "schemajob:model"},
+        "data": {"train": "schemajob:data", "val": {"name": "schemajob:data", "seed": 1}},
+        "trainer": {
+            "max_epochs": 1,
+            "loss": "cross_entropy",
+            "enable_progress_bar": False,
+            **trainer,
+        },  # fmt: skip
+    }
+
+
+def build(folder: Path, data: dict, overrides=()) -> Trainer:
+    return build_trainer(parse_config(data, overrides, source_dir=folder))
+
+
+def test_trainer_section_is_the_trainer_signature():
+    params = inspect.signature(Trainer.__init__).parameters
+    fields = {f.name: f for f in dataclasses.fields(TrainerConfig)}
+    expected = {n for n in params if n not in ("self",) and f"trainer.{n}" not in SET_ELSEWHERE}
+    assert expected <= set(fields)
+    assert set(fields) - expected == {"loss", "resume"}  # loss_fn's YAML form, fit(resume=)
+    defaults = TrainerConfig()
+    for name in expected - {"precision", "strategy"}:
+        default = params[name].default
+        value = getattr(defaults, name)
+        assert value == (list(default) if isinstance(default, tuple) else default), name
+    assert defaults.precision.name == params["precision"].default
+    assert defaults.strategy.name == params["strategy"].default
+
+
+def test_a_new_trainer_argument_is_settable_with_no_other_edit(monkeypatch):
+    class NewTrainer(Trainer):
+        def __init__(self, *args, warmup_steps: int = 7, ema_decay: float | None = None, **kw):
+            super().__init__(*args, **kw)
+
+    monkeypatch.setattr(trainer_options, "_trainer_class", lambda: NewTrainer)
+    monkeypatch.setattr(trainer_options, "trainer_parameters", trainer_options.trainer_parameters)
+    cls = trainer_options.trainer_config_class.__wrapped__()
+    assert cls().warmup_steps == 7 and cls().ema_decay is None
+    from deepseek.config.schema import from_dict
+
+    assert from_dict(cls, {"ema_decay": 1}, "trainer").ema_decay == 1.0
+    with pytest.raises(ConfigError, match="trainer.warmup_steps: 'ten' \\(str\\) is not allowed"):
+        from_dict(cls, {"warmup_steps": "ten"}, "trainer")
+
+
+def test_every_trainer_key_reaches_the_trainer(folder):
+    trainer = build(
+        folder,
+        job_config(
+            folder,
+            accumulate_grad_batches=2,
+            gradient_clip_norm=0.5,
+            val_every_n_epochs=2,
+            max_steps=3,
+            on_nan_loss="skip",
+        ),
+    )
+    assert trainer.accumulate_grad_batches == 2
+    assert trainer.gradient_clip_norm == 0.5
+    assert trainer.val_every_n_epochs == 2
+    assert trainer.max_steps == 3
+    assert trainer.on_nan_loss == "skip"
+
+
+def test_precision_with_options(folder):
+    trainer = build(folder, job_config(folder, precision={"name": "fp16-mixed", "loss_scale": 128}))
+    assert trainer.precision.static_scale == 128.0
+    # and the --set form on top of a plain name
+    cfg = parse_config(
+        job_config(folder, precision="fp16-mixed"), ["trainer.precision.loss_scale=64"]
+    )
+    assert cfg.trainer.precision.kwargs == {"loss_scale": 64}
+
+
+def test_loss_with_options_matches_torch(folder):
+    trainer = build(
+        folder, job_config(folder, loss={"name": "cross_entropy", "label_smoothing": 0.1})
+    )
+    logits, target = torch.randn(6, 3), torch.tensor([0, 1, 2, 0, 1, 2])
+    expected = torch.nn.functional.cross_entropy(logits, target, label_smoothing=0.1)
+    assert torch.equal(trainer.loss_fn(logits, target), expected)
+    trainer = build(
+        folder, job_config(folder, loss={"name": "CrossEntropyLoss", "label_smoothing": 0.1})
+    )
+    assert torch.allclose(trainer.loss_fn(logits, target), expected)
+
+
+def test_selective_activation_checkpointing_from_yaml(folder):
+    from deepseek.nn.activation_checkpointing import CheckpointWrapper
+
+    trainer = build(folder, job_config(folder, gradient_checkpointing="selective"))
+    wrapped = [m for m in trainer.unwrapped_model.modules() if isinstance(m, CheckpointWrapper)]
+    assert len(wrapped) == 2 and all(m.selective for m in wrapped)
+    trainer = build(folder, job_config(folder, gradient_checkpointing={"module_types": ["Block"]}))
+    wrapped = [m for m in trainer.unwrapped_model.modules() if isinstance(m, CheckpointWrapper)]
+    assert len(wrapped) == 2 and not any(m.selective for m in wrapped)
+
+
+def test_algorithms_apply_in_order_at_start_and_at_an_epoch(folder):
+    data = job_config(folder, max_epochs=2)
+    data["algorithms"] = [
+        {"name": "schemajob:Scale", "factor": 0.0},
+        {"name": "schemajob:Scale", "factor": 3.0},
+        {"name": "schemajob:Scale", "at": 1, "factor": 5.0},
+    ]
+    trainer = build(folder, data)
+    from deepseek.config import import_target
+
+    scale = import_target("schemajob:Scale", "x", config_dir=folder)  # the module the job used
+    assert scale.calls == [0.0, 3.0]  # applied in order, before training
+    assert all(torch.count_nonzero(p) == 0 for p in trainer.unwrapped_model.parameters())
+    trainer.fit()
+    assert scale.calls == [0.0, 3.0, 5.0]  # at the start of epoch 1
+    with pytest.raises(ConfigError, match=r"algorithms\[0\].at: 'later'"):
+        parse_config({**data, "algorithms": [{"name": "x:y", "at": "later"}]})
+    with pytest.raises(ConfigError, match=r"algorithms\[0\].factr: not accepted by Scale"):
+        build(folder, {**data, "algorithms": [{"name": "schemajob:Scale", "factr": 1.0}]})
+    with pytest.raises(ConfigError, match=r"algorithms\[0\].name: unknown algorithm 'qatt'"):
+        build(folder, {**data, "algorithms": [{"name": "qatt"}]})
+
+
+def test_metrics_by_name_and_module_callable(folder):
+    trainer = build(folder, job_config(folder, metrics=["accuracy", "f1_macro", "schemajob:top1"]))
+    trainer.fit()
+    assert {"val_accuracy", "val_f1_macro", "val_top1"} <= set(trainer.metrics)
+    assert trainer.metrics["val_top1"] == pytest.approx(trainer.metrics["val_accuracy"])
+
+
+@dataclass
+class DistOptions:
+    tensor_parallel: int = 1
+    backend: str | None = None
+
+
+def test_a_package_declares_the_distributed_section():
+    base = {"model": "m:f", "data": {"train": "d:f"}}
+    plain = parse_config({**base, "distributed": {"tensor_parallel": 2}})
+    if not isinstance(plain.distributed, Section):
+        pytest.skip("deepseek-dist registered its own section")
+    assert plain.distributed.tensor_parallel == 2 and plain.distributed.get("x", 3) == 3
+    register_section("distributed", DistOptions)
+    try:
+        cfg = parse_config(base, ["distributed.tensor_parallel=4"])
+        assert cfg.distributed == DistOptions(tensor_parallel=4)
+        assert parse_config(base).distributed == DistOptions()
+        with pytest.raises(ConfigError, match="distributed.tensor_paralel: unknown key. Did you"):
+            parse_config({**base, "distributed": {"tensor_paralel": 2}})
+        with pytest.raises(ConfigError, match="distributed.tensor_parallel: 'two'"):
+            parse_config({**base, "distributed": {"tensor_parallel": "two"}})
+        assert "tensor_parallel: 4" in dump_config(cfg)
+    finally:
+        unregister_section("distributed")
+
+
+def test_print_config_shows_defaults_and_the_run_saves_it(folder, capsys):
+    config = folder / "job.yaml"
+    import yaml
+
+    config.write_text(yaml.safe_dump(job_config(folder)))
+    from deepseek.cli import main
+
+    assert main(["train", str(config), "--print-config"]) == 0
+    printed = capsys.readouterr().out
+    for line in ("accumulate_grad_batches: 1", "gradient_clip_norm: null", "precision:",
+                 "name: auto", "val_every_n_epochs: 1", "algorithms: []"):  # fmt: skip
+        assert line in printed
+    run_job(load_config(config))
+    saved = folder / "out" / "config.yaml"
+    assert saved.read_text() == printed
+    assert load_config(saved).to_dict() == load_config(config).to_dict()
+
+
+def test_component_options_checked_before_the_model_is_built(folder):
+    data = job_config(folder)
+    data["model"] = {"name": "schemajob:model", "width": 4}
+    data["optimizer"] = {"name": "SGD", "lr": "fast"}
+    with pytest.raises(ConfigError, match=r"optimizer.lr: 'fast' \(str\) is not a number"):
+        build(folder, data)
