@@ -9,13 +9,14 @@ import sys
 from typing import Any
 
 from deepseek.config.errors import ConfigError
+from deepseek.plugins.commands import CommandParser
 
 JOB_ERRORS = (LookupError, ValueError, TypeError, ImportError, OSError, ConfigError)
 
 
-def add_job_commands(parser: Any) -> None:
+def add_job_commands(parser: CommandParser) -> None:
     """Declare the job commands on the ``deepseek_cli`` hook's CommandParser."""
-    add = getattr(parser, "add_command", None) or parser.add_parser
+    add = parser.add_command
     train = add("train", help="run the training job a YAML config describes")
     _job_arguments(train)
     train.add_argument(
@@ -89,7 +90,11 @@ def _fail(args: argparse.Namespace, exc: BaseException) -> int:
 def _guarded(body: Any, args: argparse.Namespace) -> int:
     try:
         return int(body() or 0)
-    except Exception as exc:  # noqa: BLE001 - any job error is one line (--traceback: all)
+    except Exception as exc:  # any job error is one line (--traceback: all)
+        from deepseek.plugins.manager import PluginError
+
+        if isinstance(exc, PluginError) and not args.traceback:
+            raise  # deepseek.cli.main prints plugin faults as one line (exit 1)
         return _fail(args, exc)
 
 
