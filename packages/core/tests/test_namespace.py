@@ -238,3 +238,25 @@ def test_nn_parallel_resolves_registered_strategy_classes(fresh_plugins) -> None
         unregister("ring-plugin")
     with pytest.raises(AttributeError, match="registered strategy classes: .*SingleDeviceStrategy"):
         _ = ds.nn.parallel.RingStrategy
+
+
+def test_seed_everything_and_metrics_are_lazy_top_level_names() -> None:
+    code = (
+        "import sys, deepseek as ds\n"
+        "assert 'deepseek.utils.seed' not in sys.modules\n"
+        "assert 'deepseek.metrics' not in sys.modules\n"
+        "from deepseek.utils.seed import seed_everything\n"
+        "assert ds.seed_everything is seed_everything\n"
+        "import deepseek.metrics\n"
+        "assert ds.metrics is deepseek.metrics\n"
+        "assert 'seed_everything' in dir(ds) and 'metrics' in dir(ds)\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+def test_core_metrics_are_registered_by_cores_plugin(fresh_plugins) -> None:
+    from deepseek.plugins import MetricSpec, registry
+
+    reg = registry("metric")
+    assert reg.provider("accuracy").name == "core"
+    assert isinstance(reg.get("accuracy"), MetricSpec)

@@ -308,7 +308,12 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m deepseek.utils.check_env", description=__doc__.splitlines()[0]
     )
     add_arguments(parser)
-    return run(parser.parse_args(argv))
+    args = parser.parse_args(argv)
+    try:
+        return run(args)
+    except PluginError as exc:  # strict mode: one line, not a traceback
+        print(f"check_env: error: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":
