@@ -72,29 +72,70 @@ def test_exported_program_matches_eager_model(tmp_path: Path) -> None:
         torch.testing.assert_close(loaded(x), model(x))
 
 
-@pytest.mark.parametrize("spec_form", ["tuple", "single_tensor_shorthand"])
-def test_dynamic_batch_via_dynamic_shapes(tmp_path: Path, spec_form: str) -> None:
-    batch = torch.export.Dim("batch")
-    if spec_form == "tuple":
-        model: nn.Module = TwoInputs()
-        example: tuple[torch.Tensor, ...] | torch.Tensor = (torch.randn(3, 6), torch.randn(3, 4))
-        dynamic_shapes: object = ({0: batch}, {0: batch})
-    else:
-        model, example, dynamic_shapes = make_mlp().eval(), torch.randn(3, 6), {0: batch}
+BATCH = torch.export.Dim("batch")
+# Every form of dynamic_shapes the docstring shows: (model, example inputs, spec).
+SPEC_FORMS = {
+    "dim_spec_single_tensor": ("mlp", "tensor", {0: BATCH}),
+    "dim_spec_one_tuple": ("mlp", "tuple", {0: BATCH}),  # the README's (x,) form
+    "tuple_per_input": ("two", "tuple", ({0: BATCH}, {0: BATCH})),
+    "list_per_input": ("two", "tuple", [{0: BATCH}, {0: BATCH}]),
+    "dict_by_position": ("two", "tuple", {0: {0: BATCH}, 1: {0: BATCH}}),
+    "dict_by_name": ("two", "tuple", {"x": {0: BATCH}, "bias": {0: BATCH}}),
+    "default_dynamic_batch": ("two", "tuple", None),
+    "default_dynamic_batch_single": ("mlp", "tensor", None),
+}
 
-    loaded = ds.load_exported(
-        ds.export(model, example, tmp_path / "m.pt2", dynamic_shapes=dynamic_shapes)
-    )
+
+def _inputs(kind: str, n: int, as_tuple: bool) -> tuple[torch.Tensor, ...] | torch.Tensor:
+    if kind == "two":
+        return (torch.randn(n, 6), torch.randn(n, 4))
+    return (torch.randn(n, 6),) if as_tuple else torch.randn(n, 6)
+
+
+@pytest.mark.parametrize("form", sorted(SPEC_FORMS))
+def test_dynamic_batch_in_every_documented_form(tmp_path: Path, form: str) -> None:
+    kind, container, spec = SPEC_FORMS[form]
+    model: nn.Module = TwoInputs() if kind == "two" else make_mlp().eval()
+    example = _inputs(kind, 3, container == "tuple")
+
+    loaded = ds.load_exported(ds.export(model, example, tmp_path / "m.pt2", dynamic_shapes=spec))
 
     for n in (2, 5, 17):
-        inputs = (
-            (torch.randn(n, 6), torch.randn(n, 4)) if spec_form == "tuple" else (torch.randn(n, 6),)
-        )
+        inputs = _inputs(kind, n, True)
         torch.testing.assert_close(loaded(*inputs), model(*inputs))
 
 
-def test_static_export_rejects_another_batch_size(archive: Path) -> None:
-    loaded = ds.load_exported(archive)
+def test_dim_spec_with_several_inputs_says_how_to_fix(tmp_path: Path) -> None:
+    example = _inputs("two", 3, True)
+    with pytest.raises(ValueError, match=r"one tensor's dimensions.*2 inputs.*\{0: batch\}"):
+        ds.export(TwoInputs(), example, tmp_path / "m.pt2", dynamic_shapes={0: BATCH})
+    with pytest.raises(ValueError, match="3 entries but example_inputs has 2"):
+        ds.export(TwoInputs(), example, tmp_path / "m.pt2", dynamic_shapes=(None, None, None))
+    with pytest.raises(ValueError, match=r"positions \[5\]"):
+        ds.export(TwoInputs(), example, tmp_path / "m.pt2", dynamic_shapes={5: {0: BATCH}})
+
+
+class FixedBatch(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.reshape(4, -1).sum(-1)  # hard-codes the batch size
+
+
+def test_model_that_fixes_the_batch_warns_and_exports_static(tmp_path: Path) -> None:
+    with pytest.warns(UserWarning, match="accepts only batch size 4.*depends on the batch"):
+        path = ds.export(FixedBatch(), torch.randn(4, 3), tmp_path / "f.pt2")
+    loaded = ds.load_exported(path)
+    torch.testing.assert_close(loaded(torch.ones(4, 3)), torch.full((4,), 3.0))
+    with pytest.warns(UserWarning, match="batch has size 1"):
+        ds.export(make_mlp(), torch.randn(1, 6), tmp_path / "one.pt2")
+
+
+def test_static_export_on_request_rejects_another_batch_size(tmp_path: Path) -> None:
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a static export on purpose warns about nothing
+        path = ds.export(make_mlp(), torch.randn(4, 6), tmp_path / "s.pt2", dynamic_batch=False)
+    loaded = ds.load_exported(path)
     loaded(torch.randn(4, 6))
     with pytest.raises(AssertionError, match="size"):
         loaded(torch.randn(5, 6))
@@ -136,6 +177,9 @@ def test_untraceable_model_gives_one_runtime_error(tmp_path: Path) -> None:
 def test_mismatched_dynamic_shapes_gives_one_runtime_error(tmp_path: Path) -> None:
     batch = torch.export.Dim("batch")
     with pytest.raises(RuntimeError, match="could not trace Linear"):
+        ds.export(nn.Linear(6, 2), (torch.randn(3, 6),), tmp_path / "m.pt2",
+                  dynamic_shapes=({0: batch, 1: batch},))  # fmt: skip
+    with pytest.raises(ValueError, match="2 entries but example_inputs has 1"):
         ds.export(nn.Linear(6, 2), (torch.randn(3, 6),), tmp_path / "m.pt2",
                   dynamic_shapes=({0: batch}, {0: batch}))  # fmt: skip
 

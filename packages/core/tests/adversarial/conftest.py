@@ -67,3 +67,31 @@ def flip_byte(file: Path, offset: int) -> None:
     data = bytearray(file.read_bytes())
     data[offset] ^= 0x01
     file.write_bytes(bytes(data))
+
+
+def tiny_trainer(root: Path, callbacks: list, max_epochs: int = 2, **kwargs):
+    """A 4-steps-per-epoch Trainer on a fixed toy problem writing under ``root``."""
+    from torch import nn
+    from torch.utils.data import TensorDataset
+
+    from deepseek.training import Trainer
+
+    g = torch.Generator().manual_seed(0)
+    data = TensorDataset(torch.randn(32, 4, generator=g), torch.randint(0, 2, (32,), generator=g))
+    torch.manual_seed(0)
+    model = kwargs.pop("model", None) or nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
+    options = {
+        "optimizer": torch.optim.SGD,
+        "optimizer_kwargs": {"lr": 0.1},
+        "train_data": data,
+        "val_data": data,
+        "batch_size": 8,
+        "loss_fn": nn.functional.cross_entropy,
+        "enable_progress_bar": False,
+        "default_root_dir": root,
+        "seed": 0,
+        "max_epochs": max_epochs,
+        **kwargs,
+    }
+    optimizer, optimizer_kwargs = options.pop("optimizer"), options.pop("optimizer_kwargs")
+    return Trainer(model, optimizer, optimizer_kwargs, callbacks=callbacks, **options)

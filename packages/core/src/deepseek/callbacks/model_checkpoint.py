@@ -1,20 +1,35 @@
-"""ModelCheckpoint: save by epoch or every N optimizer steps, keep the best k."""
+"""ModelCheckpoint: save by epoch or every N optimizer steps, keep the best k.
+
+Bookkeeping that survives resumes, kills and copies: every checkpoint records the run
+that wrote it (``meta.json`` -> ``metadata["run"]``: a run id kept across resumes, a
+save counter, the clock time of the save, the monitored score); the kept checkpoints
+are remembered by name, relative to the folder; pruning deletes only a directory
+directly inside this folder that holds a complete checkpoint of this run.
+``resume="last"`` resumes the newest save in the folder, i.e. the newest checkpoint of
+the run that wrote there last (never the highest step of an older run).
+"""
 
 from __future__ import annotations
 
+import difflib
 import math
 import os
 import shutil
 import string
+import uuid
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from deepseek.callbacks.base import Callback
+from deepseek.checkpoint.format import CheckpointError, read_meta
+from deepseek.checkpoint.runs import RUN_KEY, is_plain_name, run_info
 from deepseek.utils.validation import is_positive_int
 
 if TYPE_CHECKING:
     from deepseek.training import Trainer
+
+LAST_NAME = "last"
 
 
 class ModelCheckpoint(Callback):
@@ -29,9 +44,25 @@ class ModelCheckpoint(Callback):
             ``deepseek.checkpoint.load_weights``); full checkpoints also resume training.
         save_freq: ``'epoch'``, or an int: every that many optimizer steps.
         monitor: metric that ranks checkpoints for ``save_top_k`` (e.g. ``'val_loss'``).
+            It must be logged by the first validation, else that validation raises a
+            ValueError listing the logged names. None: rank by recency (newest first).
         mode: ``'min'``, ``'max'``, or ``'auto'`` (max for names with acc/f1/auc/...).
         save_top_k: keep the best k (by ``monitor``; the newest k without one); -1 keeps all.
+            Holds across resumes and kills: checkpoints of this run that a resumed run
+            no longer ranks in the top k are deleted at its next save.
         save_last: also keep an up-to-date copy at ``<dir>/last``.
+
+    Attributes:
+        best_model_path: the best kept checkpoint (by ``monitor``; the newest without
+            one), or None before the first save.
+        last_model_path: the newest checkpoint still on disk: ``<dir>/last`` with
+            ``save_last=True``, else the newest of the kept ones. Never a pruned one.
+        run_id: identifies this run's checkpoints; a resumed run keeps its id.
+
+    Pruning never deletes what this run did not write: only directories directly in
+    this folder, holding a complete checkpoint whose ``meta.json`` names this run. Names
+    are stored relative to the folder, so a copied or moved run prunes its own copies
+    and never its source.
 
     Example:
         >>> from deepseek.callbacks import ModelCheckpoint
@@ -55,6 +86,8 @@ class ModelCheckpoint(Callback):
             raise ValueError(f"mode must be 'auto', 'min' or 'max', got {mode!r}")
         if not isinstance(save_top_k, int) or save_top_k < -1 or save_top_k == 0:
             raise ValueError(f"save_top_k must be -1 (keep all) or >= 1, got {save_top_k!r}")
+        if monitor is not None and (not isinstance(monitor, str) or not monitor):
+            raise ValueError(f"monitor must be a metric name or None, got {monitor!r}")
         self.dirpath: Path | None = None
         self.template = "epoch_{epoch}-step_{step}"
         if filepath is not None:
@@ -69,14 +102,32 @@ class ModelCheckpoint(Callback):
         self.mode = mode
         self.save_top_k = save_top_k
         self.save_last = save_last
-        self.saved: list[tuple[str, float]] = []  # (path, score) oldest first
-        self.best_model_path: str | None = None
-        self.last_model_path: str | None = None
-        self._warned_missing = False
+        self.saved: list[tuple[str, float]] = []  # (name in dirpath, score), oldest first
+        self.run_id: str | None = None
+        self._seq = 0  # saves of this run so far
+        self._best_name: str | None = None
+        self._last_name: str | None = None
 
+    # -- paths ------------------------------------------------------------------------
+    @property
+    def best_model_path(self) -> str | None:
+        return self._path_of(self._best_name)
+
+    @property
+    def last_model_path(self) -> str | None:
+        return self._path_of(self._last_name)
+
+    def _path_of(self, name: str | None) -> str | None:
+        if name is None or self.dirpath is None:
+            return None
+        return str(self.dirpath / name)
+
+    # -- hooks ------------------------------------------------------------------------
     def setup(self, trainer: Trainer, stage: str) -> None:
         if self.dirpath is None:
             self.dirpath = Path(trainer.default_root_dir or ".") / "checkpoints"
+        if self.run_id is None:
+            self.run_id = uuid.uuid4().hex[:12]
 
     def on_train_batch_end(self, trainer: Trainer, outputs: Any, batch: Any, idx: int) -> None:
         if (
@@ -90,7 +141,22 @@ class ModelCheckpoint(Callback):
         if self.save_freq == "epoch":
             self._save(trainer, epochs_done=trainer.current_epoch + 1)
 
+    def on_validation_end(self, trainer: Trainer) -> None:
+        if self.monitor is None or getattr(trainer, "stage", "fit") != "fit":
+            return
+        if self.monitor not in trainer.metrics:
+            logged = sorted(trainer.metrics)
+            close = difflib.get_close_matches(self.monitor, logged, n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            raise ValueError(
+                f"ModelCheckpoint(monitor={self.monitor!r}): the validation logged no "
+                f"{self.monitor!r}; logged: {', '.join(logged) or 'nothing'}.{hint} "
+                "Pass one of those names, or monitor=None to keep the newest checkpoints"
+            )
+
+    # -- saving -----------------------------------------------------------------------
     def _save(self, trainer: Trainer, epochs_done: int) -> None:
+        assert self.dirpath is not None and self.run_id is not None  # set by setup()
         fields = {**trainer.metrics.as_floats(), "epoch": epochs_done, "step": trainer.global_step}
         try:
             name = self.template.format(**fields)
@@ -99,27 +165,49 @@ class ModelCheckpoint(Callback):
                 f"ModelCheckpoint filepath template {self.template!r} uses {exc}, which is "
                 f"not logged; available: {sorted(fields)}"
             ) from None
-        path = self.dirpath / name
-        trainer.save_checkpoint(path, weights_only=self.save_weights_only)
+        if not is_plain_name(name) or name == LAST_NAME:
+            raise ValueError(
+                f"ModelCheckpoint filepath template {self.template!r} gave the name "
+                f"{name!r}, which is not a plain directory name (or is reserved for "
+                "save_last); change the template"
+            )
         score = self._score(trainer)
-        self.saved = [(p, s) for p, s in self.saved if p != str(path)] + [(str(path), score)]
-        self.last_model_path = str(path)
+        previous = (list(self.saved), self._seq)
+        # The checkpoint's own state lists it, so a run resumed from it can prune it later.
+        self._seq += 1
+        self.saved = [(n, s) for n, s in self.saved if n != name] + [(name, score)]
+        try:
+            trainer.save_checkpoint(
+                self.dirpath / name,
+                weights_only=self.save_weights_only,
+                **{RUN_KEY: self._run_record(score, "top_k")},
+            )
+        except BaseException:
+            self.saved, self._seq = previous
+            raise
+        self._last_name = name
         if self.save_last:
-            trainer.save_checkpoint(self.dirpath / "last", weights_only=self.save_weights_only)
+            trainer.save_checkpoint(
+                self.dirpath / LAST_NAME,
+                weights_only=self.save_weights_only,
+                **{RUN_KEY: self._run_record(score, "last")},
+            )
         self._prune(trainer)
 
+    def _run_record(self, score: float, role: str) -> dict[str, Any]:
+        return {
+            "id": self.run_id,
+            "seq": self._seq,
+            "callback": self.state_key,
+            "monitor": self.monitor,
+            "mode": self.mode,
+            "score": None if math.isnan(score) else score,
+            "role": role,
+        }
+
     def _score(self, trainer: Trainer) -> float:
-        if self.monitor is None:
-            return math.nan
-        if self.monitor not in trainer.metrics:
-            if not self._warned_missing:
-                warnings.warn(
-                    f"ModelCheckpoint monitors {self.monitor!r}, which is not logged "
-                    f"(logged: {sorted(trainer.metrics)}); checkpoints are not ranked",
-                    stacklevel=2,
-                )
-                self._warned_missing = True
-            return math.nan
+        if self.monitor is None or self.monitor not in trainer.metrics:
+            return math.nan  # checked at the first validation (on_validation_end)
         return float(trainer.metrics[self.monitor])
 
     def _rank_key(self, item: tuple[str, float]) -> float:
@@ -129,32 +217,94 @@ class ModelCheckpoint(Callback):
         return score if self.mode == "min" else -score
 
     def _prune(self, trainer: Trainer) -> None:
-        ranked = self.saved
         if self.monitor is not None:
-            ranked = sorted(self.saved, key=self._rank_key)
-            self.best_model_path = ranked[0][0]
+            ranked = sorted(self.saved, key=self._rank_key)  # stable: older first on ties
         else:
             ranked = list(reversed(self.saved))  # newest first
-            self.best_model_path = ranked[0][0]
-        if self.save_top_k == -1 or len(ranked) <= self.save_top_k:
-            return
-        keep = {p for p, _ in ranked[: self.save_top_k]}
-        for path, _ in self.saved:
-            if path not in keep and trainer.is_global_zero:
-                shutil.rmtree(path, ignore_errors=True)
-        self.saved = [(p, s) for p, s in self.saved if p in keep]
+        keep = ranked if self.save_top_k == -1 else ranked[: self.save_top_k]
+        kept = {n for n, _ in keep}
+        for name, _ in self.saved:
+            if name not in kept and trainer.is_global_zero:
+                self._delete(name)
+        self.saved = [(n, s) for n, s in self.saved if n in kept]
+        self._best_name = keep[0][0] if keep else None
+        if self.save_last:
+            self._last_name = LAST_NAME
+        elif self.saved:
+            self._last_name = self.saved[-1][0]  # newest kept
 
+    def _delete(self, name: str) -> None:
+        """Delete ``dirpath/name`` only if it is this run's checkpoint, inside dirpath."""
+        assert self.dirpath is not None
+        target = self.dirpath / name
+        refused = None
+        if not is_plain_name(name):
+            refused = "its name is not a plain directory name in the checkpoint folder"
+        elif not os.path.lexists(target):
+            return  # already gone (deleted before a kill, or by the user)
+        elif target.is_symlink() or target.resolve().parent != self.dirpath.resolve():
+            refused = "it is a symlink or lies outside the checkpoint folder"
+        else:
+            try:
+                owner = run_info(read_meta(target)).get("id")
+            except (CheckpointError, OSError):
+                owner = None
+                refused = "it does not hold a complete DeepSeek checkpoint"
+            if refused is None and owner != self.run_id:
+                refused = f"it was written by run {owner!r}, not this run ({self.run_id})"
+        if refused is not None:
+            warnings.warn(
+                f"ModelCheckpoint: not deleting {target} to honour save_top_k={self.save_top_k}: "
+                f"{refused}",
+                stacklevel=3,
+            )
+            return
+        shutil.rmtree(target)
+
+    # -- state ------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         return {
-            "saved": [[p, s] for p, s in self.saved],
-            "best_model_path": self.best_model_path,
-            "last_model_path": self.last_model_path,
+            "saved": [[n, s] for n, s in self.saved],
+            "run_id": self.run_id,
+            "seq": self._seq,
+            "best": self._best_name,
+            "last": self._last_name,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.saved = [(p, float(s)) for p, s in state.get("saved", [])]
-        self.best_model_path = state.get("best_model_path")
-        self.last_model_path = state.get("last_model_path")
+        run_id = state.get("run_id")
+        if isinstance(run_id, str) and run_id:
+            self.run_id = run_id  # a resumed run is the same run
+        seq = state.get("seq")
+        self._seq = seq if isinstance(seq, int) and seq >= 0 else 0
+        saved = []
+        for entry in state.get("saved", []):
+            try:
+                name, score = entry
+                score = float(score)
+            except (TypeError, ValueError):
+                continue
+            name = self._as_name(name)
+            if name is not None:
+                saved.append((name, score))
+        self.saved = saved
+        self._best_name = self._as_name(state.get("best") or state.get("best_model_path"))
+        self._last_name = self._as_name(state.get("last") or state.get("last_model_path"))
+
+    def _as_name(self, entry: Any) -> str | None:
+        """A stored entry as a plain name in dirpath; older states stored absolute paths,
+        kept only when they point directly into this folder."""
+        if not isinstance(entry, str) or not entry:
+            return None
+        if is_plain_name(entry):
+            return entry
+        path = Path(entry)
+        inside = (
+            self.dirpath is not None
+            and path.is_absolute()
+            and path.parent.resolve() == self.dirpath.resolve()
+        )
+        return path.name if inside and is_plain_name(path.name) else None
 
 
 def _check_template(template: str) -> None:

@@ -8,6 +8,7 @@ import json
 import os
 import pickle
 import re
+import time
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -289,6 +290,7 @@ def _new_meta(weights_only: bool, metadata: Mapping[str, Any] | None) -> dict[st
         "deepseek_version": __version__,
         "kind": "weights" if weights_only else "full",
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "written_ns": time.time_ns(),  # orders saves finer than file-system timestamps
         "files": None,  # filled in once the files are written
         "metadata": dict(metadata or {}),
     }

@@ -149,6 +149,7 @@ def export(
     path: str | os.PathLike[str],
     *,
     dynamic_shapes: Any = None,
+    dynamic_batch: bool = True,
     format: str | None = None,
     strict: bool = False,
 ) -> Path:
@@ -157,26 +158,44 @@ def export(
     The model is traced in eval mode (what deployment runs); each submodule's train/eval
     state is restored afterwards. The default format is a :func:`torch.export.save`
     archive (use a ``.pt2`` suffix); ``format="onnx"`` or a ``.onnx`` suffix writes ONNX
-    instead (needs ``pip install onnx onnxscript``). ``dynamic_shapes`` is passed to
-    torch.export; for a single tensor input, ``{0: torch.export.Dim("batch")}`` is enough.
-    The file is written to a temporary name and renamed, so a failure never leaves a
-    half-written artifact.
+    instead (needs ``pip install onnx onnxscript``). The file is written to a temporary
+    name and renamed, so a failure never leaves a half-written artifact.
+
+    Batch size: by default (``dynamic_batch=True``, no ``dynamic_shapes``) the first
+    dimension of every tensor input is dynamic wherever the model allows it, so the
+    export runs any batch size. Where the model fixes it (a reshape to a constant batch,
+    an example batch of 1) the export keeps the example's batch and warns; pass
+    ``dynamic_batch=False`` for a static export without the warning.
+
+    ``dynamic_shapes`` (overrides ``dynamic_batch``) is torch.export's spec, accepted in
+    these forms (``batch = torch.export.Dim("batch")``):
+
+    - ``{0: batch}``: dimension 0 of the model's only input (tensor or 1-tuple);
+    - ``({0: batch}, {0: batch})`` or a list: one spec per positional input;
+    - ``{0: {0: batch}, 1: None}``: specs by input position;
+    - ``{"x": {0: batch}}``: specs by argument name (torch's own form).
 
     Example::
 
         >>> import torch, deepseek as ds
         >>> model = torch.nn.Linear(4, 2)
         >>> batch = torch.export.Dim("batch")
-        >>> path = ds.export(model, torch.randn(3, 4), "/tmp/linear.pt2",
+        >>> path = ds.export(model, (torch.randn(3, 4),), "/tmp/linear.pt2",
         ...                  dynamic_shapes={0: batch})
         >>> ds.load_exported(path)(torch.randn(7, 4)).shape
         torch.Size([7, 2])
+        >>> path = ds.export(model, torch.randn(3, 4), "/tmp/linear_auto.pt2")  # default
+        >>> ds.load_exported(path)(torch.randn(5, 4)).shape
+        torch.Size([5, 2])
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"ds.export expects an nn.Module, got {type(model)}")
     inputs = _as_input_tuple(example_inputs)
-    if isinstance(example_inputs, torch.Tensor) and _is_dim_spec(dynamic_shapes):
-        dynamic_shapes = (dynamic_shapes,)  # the spec of the one tensor, not of the inputs
+    automatic = dynamic_shapes is None and dynamic_batch
+    if automatic:
+        dynamic_shapes = _batch_dynamic_shapes(inputs)
+    elif dynamic_shapes is not None:
+        dynamic_shapes = _normalize_dynamic_shapes(dynamic_shapes, inputs)
     path = Path(path)
     onnx = _is_onnx(path, format)
     if onnx:
@@ -189,6 +208,8 @@ def export(
     finally:
         for module, training in states.items():
             module.train(training)
+    if automatic:
+        _warn_if_batch_fixed(model, artifact, inputs, onnx)
 
     if onnx:
         _write_atomically(path, lambda tmp: artifact.save(str(tmp)))
@@ -208,8 +229,93 @@ def _as_input_tuple(example_inputs: Any) -> tuple[Any, ...]:
     )
 
 
-def _is_dim_spec(dynamic_shapes: Any) -> bool:
-    return isinstance(dynamic_shapes, dict) and all(isinstance(k, int) for k in dynamic_shapes)
+def _batch_dynamic_shapes(inputs: tuple[Any, ...]) -> tuple[Any, ...]:
+    """Dimension 0 of every tensor (at any nesting) marked ``Dim.AUTO``: dynamic where the
+    model allows it, static (never an error) where it does not."""
+    from torch.utils._pytree import tree_map
+
+    def spec(leaf: Any) -> Any:
+        if isinstance(leaf, torch.Tensor) and leaf.dim() >= 1:
+            return {0: torch.export.Dim.AUTO}
+        return None
+
+    return tuple(tree_map(spec, x) for x in inputs)
+
+
+def _is_dim_value(value: Any) -> bool:
+    return not isinstance(value, dict | list | tuple)
+
+
+def _normalize_dynamic_shapes(spec: Any, inputs: tuple[Any, ...]) -> Any:
+    """The forms the docstring lists, as torch.export's tuple (or name-keyed dict)."""
+    n = len(inputs)
+    if isinstance(spec, list):
+        spec = tuple(spec)
+    if isinstance(spec, dict) and spec and all(isinstance(k, int) for k in spec):
+        if all(_is_dim_value(v) for v in spec.values()):
+            if n != 1:
+                raise ValueError(
+                    f"dynamic_shapes={spec!r} is the spec of one tensor's dimensions, but the "
+                    f"model takes {n} inputs: pass one spec per input, e.g. "
+                    f"({', '.join(['{0: batch}'] * n)}), or by position {{0: {{0: batch}}, ...}}"
+                )
+            return (spec,)
+        bad = [k for k in spec if not 0 <= k < n]
+        if bad:
+            raise ValueError(
+                f"dynamic_shapes gives specs for input positions {bad}, but example_inputs "
+                f"has {n} input(s) (positions 0..{n - 1})"
+            )
+        return tuple(spec.get(i) for i in range(n))
+    if isinstance(spec, tuple) and len(spec) != n:
+        raise ValueError(
+            f"dynamic_shapes has {len(spec)} entries but example_inputs has {n} input(s): "
+            "pass one spec (or None) per positional input"
+        )
+    return spec
+
+
+def _warn_if_batch_fixed(
+    model: nn.Module, artifact: Any, inputs: tuple[Any, ...], onnx: bool
+) -> None:
+    """Say so when the default dynamic batch could not be kept."""
+    from torch.fx.experimental.symbolic_shapes import is_concrete_int
+    from torch.utils._pytree import tree_leaves
+
+    tensors = [t for t in tree_leaves(inputs) if isinstance(t, torch.Tensor) and t.dim() >= 1]
+    if not tensors:
+        return
+    if onnx:
+        shapes = [list(getattr(i, "shape", []) or []) for i in artifact.model.graph.inputs]
+        fixed = [s for s in shapes if s and isinstance(s[0], int)]
+    else:
+        names = set(artifact.graph_signature.user_inputs)
+        shapes = [
+            node.meta["val"].shape
+            for node in artifact.graph.nodes
+            if node.op == "placeholder"
+            and node.name in names
+            and "val" in node.meta
+            and isinstance(node.meta["val"], torch.Tensor)
+            and node.meta["val"].dim() >= 1
+        ]
+        fixed = [s for s in shapes if is_concrete_int(s[0])]
+    if not fixed:
+        return
+    batch = tensors[0].shape[0]
+    why = (
+        "the example batch has size 1, which torch always treats as fixed: export with a "
+        "batch of 2 or more"
+        if batch == 1
+        else f"{type(model).__name__} depends on the batch size (e.g. a reshape to a constant "
+        "batch); make that code use the input's shape"
+    )
+    warnings.warn(
+        f"ds.export: the exported {type(model).__name__} accepts only batch size {batch}, "
+        f"not any batch: {why}. Pass dynamic_batch=False to export a fixed batch on purpose.",
+        UserWarning,
+        stacklevel=3,
+    )
 
 
 def _is_onnx(path: Path, format: str | None) -> bool:
