@@ -141,3 +141,34 @@ def test_train_errors_are_one_clear_line(job, tmp_path):
     assert missing.returncode == 2 and "config file not found" in missing.stderr
     wrong_kwarg = deepseek("train", str(job), "--set", "model.hiden=3")
     assert wrong_kwarg.returncode == 2 and "model.hiden: not accepted" in wrong_kwarg.stderr
+
+
+def test_validate_and_predict_a_checkpoint(job, tmp_path, capsys):
+    """`deepseek validate/predict config --ckpt best|last|PATH` score the checkpoint's
+    weights (not fresh ones) on the config's validation data."""
+    import json
+
+    import torch
+
+    from deepseek.cli import main
+
+    assert main(["train", str(job), "--set", "trainer.enable_progress_bar=false"]) == 0
+    capsys.readouterr()
+    root = tmp_path / "out" / "checkpoints"
+    recorded = {
+        p.name: json.loads((p / "meta.json").read_text())["metadata"]["metrics"]
+        for p in root.iterdir()
+        if p.is_dir() and p.name != "last"
+    }
+    top = max(m["val_accuracy"] for m in recorded.values())
+    tied = [name for name, m in recorded.items() if m["val_accuracy"] == top]
+    assert main(["validate", str(job), "--ckpt", "best"]) == 0
+    out = capsys.readouterr().out
+    assert any(f"weights from {root / name}\n" in out for name in tied), out
+    assert f"| val_accuracy | {round(top, 4)}" in out  # the checkpoint's weights, re-scored
+    assert main(["predict", str(job), "--ckpt", "last"]) == 0
+    predictions = torch.load(tmp_path / "out" / "predictions.pt", weights_only=True)
+    assert predictions.shape == (48, 2)
+    code = main(["validate", str(job), "--ckpt", str(tmp_path / "nope")])
+    err = capsys.readouterr().err
+    assert code == 2 and "nope" in err and "Traceback" not in err

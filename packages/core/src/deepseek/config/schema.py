@@ -65,7 +65,7 @@ class SchedulerConfig:
     """``{name: StepLR, interval: step|epoch, <scheduler options>}``."""
 
     name: str
-    interval: Literal["step", "epoch"] = "step"
+    interval: str = "step"  # one of the Trainer's SCHEDULER_INTERVALS
     kwargs: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -344,7 +344,9 @@ def _component(cls: type, data: Any, path: str) -> Any:
             raise ConfigError(f"{path}: option {key!r} is not a valid keyword argument name")
     if cls is SchedulerConfig:
         interval = data.pop("interval", "step")
-        _convert(Literal["step", "epoch"], interval, f"{path}.interval")
+        from deepseek.training.resolve import SCHEDULER_INTERVALS  # the Trainer's own list
+
+        _convert(Literal[tuple(SCHEDULER_INTERVALS)], interval, f"{path}.interval")
         return SchedulerConfig(name, interval, data)
     if cls is AlgorithmConfig:
         at = data.pop("at", "start")
