@@ -486,3 +486,22 @@ def test_core_registers_no_sibling_names(fresh_plugins, monkeypatch) -> None:
     core = {r.name: r for r in plugins.plugins()}["core"]
     registered = {name for names in core.registered.values() for name in names}
     assert not registered & sibling_names
+
+
+def test_conflict_is_on_both_records_and_gone_after_unregister(fresh_plugins) -> None:
+    from deepseek.backends.cpu import CPUBackend
+    from deepseek.plugins import BackendSpec
+
+    class Twin:
+        @hookimpl
+        def deepseek_backends(self):
+            return [BackendSpec("twin", CPUBackend, "")]
+
+    plugins.register(Twin(), name="left")
+    plugins.register(Twin(), name="right")
+    records = {r.name: r for r in plugins.plugins()}
+    assert not records["left"].ok and not records["right"].ok
+    assert any("'twin' is registered twice" in p for p in records["right"].problems)
+    plugins.unregister("right")
+    records = {r.name: r for r in plugins.plugins()}
+    assert records["left"].ok and records["left"].registered == {"backend": ["twin"]}

@@ -59,12 +59,7 @@ def inspect_plugins() -> list[Any]:
         warnings.simplefilter("ignore")
         manager = get_plugin_manager()
         for kind in HOOK_FOR_KIND:
-            reg = registry(kind)
-            reg.build()
-            for conflict in reg.conflicts.values():
-                for record in conflict.providers:
-                    if conflict.message() not in record.problems:
-                        record.problems.append(conflict.message())
+            registry(kind).build()  # records conflicts on the plugins' records
         collect_commands()
     return list(manager.records.values())
 

@@ -114,9 +114,11 @@ class Registry:
         manager = self.manager
         if self._generation == manager.generation and self._manager_serial == manager.serial:
             return
+        stale = {c.message() for c in self.conflicts.values()}
         for record in manager.records.values():  # forget what the last build credited
             record.registered.pop(self.kind, None)
             record.entries = [e for e in record.entries if e.kind != self.kind]
+            record.problems = [p for p in record.problems if p not in stale]
         index: dict[str, Spec] = {}
         providers: dict[str, PluginRecord] = {}
         claims: dict[str, list[tuple[Spec, PluginRecord]]] = {}
@@ -146,6 +148,8 @@ class Registry:
             conflicts[name] = Conflict(self.kind, name, ordered)
             for spec, record in claimants:
                 self._credit(record, spec, "conflict", [r for r in ordered if r is not record])
+                if conflicts[name].message() not in record.problems:
+                    record.problems.append(conflicts[name].message())
         self._index, self._providers, self.conflicts = index, providers, conflicts
         self._generation, self._manager_serial = manager.generation, manager.serial
 
