@@ -146,3 +146,46 @@ def test_unserialisable_hparams_are_not_recorded():
     model.hparams = {"act": nn.ReLU()}  # not JSON: never pickled into a checkpoint
     assert capture_hparams(model) is None
     assert capture_hparams(nn.Linear(2, 2)) is None
+
+
+def _sharded(tmp_path: Path) -> Path:
+    """A sharded checkpoint the way deepseek-dist writes one: its own files, then
+    write_meta, then the atomic commit."""
+    from deepseek.checkpoint.atomic import commit_dir
+    from deepseek.checkpoint.io import write_meta
+
+    staging = tmp_path / ".s.tmp"
+    (staging / "sharded").mkdir(parents=True)
+    (staging / "sharded" / ".metadata").write_bytes(b"metadata")
+    (staging / "sharded" / "__0_0.distcp").write_bytes(bytes(range(256)))
+    torch.save({"step": 5}, staging / "trainer_state.pt")
+    write_meta(staging, "sharded", {"global_step": 5})
+    commit_dir(staging, tmp_path / "s")
+    return tmp_path / "s"
+
+
+def test_sharded_checkpoints_load_verify_and_resolve(tmp_path):
+    from deepseek.checkpoint import load_weights, resolve_checkpoint_path
+
+    path = _sharded(tmp_path)
+    ckpt = load_checkpoint(path)
+    assert ckpt.kind == "sharded" and ckpt.model_state == {} and ckpt.trainer_state == {"step": 5}
+    assert resolve_checkpoint_path(tmp_path, "last", require_full=True) == path
+    with pytest.raises(CheckpointError, match="sharded checkpoint.*consolidate"):
+        load_weights(nn.Linear(2, 2), path)
+    shard = path / "sharded" / "__0_0.distcp"
+    shard.write_bytes(bytes(reversed(range(256))))
+    with pytest.raises(CheckpointError, match=r"__0_0.distcp is corrupted.*checksum"):
+        load_checkpoint(path)
+
+
+def test_meta_listing_a_path_outside_the_checkpoint_is_refused(tmp_path):
+    import json
+
+    path = save_checkpoint(tmp_path / "c", {"w": torch.ones(1)})
+    (tmp_path / "secret").write_text("x")
+    meta = json.loads((path / "meta.json").read_text())
+    meta["files"]["../secret"] = 1
+    (path / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match="not a file inside the checkpoint directory"):
+        load_checkpoint(path)

@@ -21,6 +21,15 @@ META_FILE = "meta.json"
 WEIGHTS_FILE = "model.safetensors"
 TRAINER_STATE_FILE = "trainer_state.pt"
 
+SHARDED_DIR = "sharded"  # torch.distributed.checkpoint files of a "sharded" checkpoint
+# The files each kind of checkpoint must have ("sharded": deepseek-dist's strategies write
+# the model (and optimizer) shards with torch.distributed.checkpoint).
+REQUIRED_FILES = {
+    "weights": {WEIGHTS_FILE},
+    "full": {WEIGHTS_FILE, TRAINER_STATE_FILE},
+    "sharded": {TRAINER_STATE_FILE, f"{SHARDED_DIR}/.metadata"},
+}
+
 # Sibling directories a save leaves behind only when it is interrupted:
 # ".<name>.tmp-<random>" is a checkpoint being written (never complete until renamed),
 # ".<name>.old-<random>" is the previous checkpoint while it is being replaced.
@@ -57,6 +66,27 @@ class HashingWriter(io.RawIOBase):
 
     def hexdigest(self) -> str:
         return self.hash.hexdigest()
+
+
+def is_safe_member(name: str) -> bool:
+    """A relative path inside a checkpoint directory: no ``..``, not absolute."""
+    parts = name.split("/")
+    return (
+        isinstance(name, str)
+        and bool(name)
+        and not name.startswith("/")
+        and "\\" not in name
+        and all(part not in ("", ".", "..") for part in parts)
+    )
+
+
+def list_files(directory: Path) -> list[str]:
+    """Every file under ``directory`` (recursively) except meta.json, as posix paths."""
+    return sorted(
+        p.relative_to(directory).as_posix()
+        for p in directory.rglob("*")
+        if p.is_file() and p.name != META_FILE
+    )
 
 
 def file_checksum(path: Path) -> str:
@@ -148,13 +178,21 @@ def verify_checksums(
 def _check_files(directory: Path, meta: dict[str, Any]) -> None:
     files = meta.get("files")
     kind = meta.get("kind")
-    required = {"weights": {WEIGHTS_FILE}, "full": {WEIGHTS_FILE, TRAINER_STATE_FILE}}
-    if not isinstance(files, dict) or kind not in required or not required[kind] <= set(files):
+    if (
+        not isinstance(files, dict)
+        or kind not in REQUIRED_FILES
+        or not REQUIRED_FILES[kind] <= set(files)
+    ):
         raise CheckpointError(
             f"{directory / META_FILE} is corrupted: it does not list the files of a "
             f"{kind!r} checkpoint"
         )
     for name, size in files.items():
+        if not is_safe_member(name):
+            raise CheckpointError(
+                f"{directory / META_FILE} is corrupted: it lists {name!r}, which is not a "
+                "file inside the checkpoint directory"
+            )
         file = directory / name
         if not file.is_file():
             raise CheckpointError(

@@ -31,6 +31,7 @@ from deepseek.checkpoint.format import (
     FORMAT_NAME,
     FORMAT_VERSION,
     META_FILE,
+    REQUIRED_FILES,
     TRAINER_STATE_FILE,
     WEIGHTS_FILE,
     CheckpointError,
@@ -38,6 +39,7 @@ from deepseek.checkpoint.format import (
     backup_target,
     file_checksum,
     is_staging_name,
+    list_files,
     read_meta,
 )
 from deepseek.checkpoint.safetensors_io import check_tensor_dict, load_tensors, save_tensors
@@ -58,9 +60,14 @@ class Checkpoint:
     trainer_state: dict[str, Any] | None
     metadata: dict[str, Any]
 
+    layout: str = ""  # meta.json's kind; "" for checkpoints built by hand
+
     @property
     def kind(self) -> str:
-        """``"full"`` (with trainer state) or ``"weights"``."""
+        """``"full"`` (with trainer state), ``"weights"``, or ``"sharded"`` (model state in
+        ``sharded/``, loaded by the strategy that wrote it; ``model_state`` is empty)."""
+        if self.layout == "sharded":
+            return "sharded"
         return "weights" if self.trainer_state is None else "full"
 
 
@@ -119,13 +126,7 @@ def save_checkpoint(
             checksums[TRAINER_STATE_FILE] = _save_trainer_state(
                 trainer_state, staging / TRAINER_STATE_FILE
             )
-        meta["files"] = {p.name: p.stat().st_size for p in sorted(staging.iterdir())}
-        meta["checksums"] = {name: checksums[name] for name in meta["files"]}
-        with open(staging / META_FILE, "w", encoding="utf-8") as f:
-            json.dump(meta, f, indent=2)
-            f.flush()
-            os.fsync(f.fileno())
-        fsync_dir(staging)
+        _finish_meta(staging, meta, checksums)
         commit_dir(staging, path)
     except OSError as exc:
         raise _disk_error(exc, path) from exc
@@ -164,6 +165,47 @@ def _disk_error(exc: OSError, path: Path) -> OSError:
     )
 
 
+def write_meta(
+    staging: PathLike,
+    kind: str,
+    metadata: Mapping[str, Any] | None = None,
+    checksums: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    """Write ``meta.json`` (last) into a staging directory whose other files are complete:
+    every file's size and SHA-256 (``checksums`` gives those already computed while
+    writing), then fsync. For writers with their own layout (deepseek-dist's sharded
+    checkpoints); commit the directory afterwards with ``atomic.commit_dir``.
+
+    Example:
+        >>> import tempfile, torch
+        >>> from pathlib import Path
+        >>> staging = Path(tempfile.mkdtemp())
+        >>> torch.save({"step": 1}, staging / "trainer_state.pt")
+        >>> (staging / "sharded").mkdir(); _ = (staging / "sharded/.metadata").write_bytes(b"x")
+        >>> sorted(write_meta(staging, "sharded", {"global_step": 1})["files"])
+        ['sharded/.metadata', 'trainer_state.pt']
+    """
+    if kind not in REQUIRED_FILES:
+        raise ValueError(f"kind must be one of {sorted(REQUIRED_FILES)}, got {kind!r}")
+    meta = _new_meta(kind == "weights", metadata)
+    meta["kind"] = kind
+    _finish_meta(Path(staging), meta, dict(checksums or {}))
+    return meta
+
+
+def _finish_meta(staging: Path, meta: dict[str, Any], checksums: dict[str, str]) -> None:
+    names = list_files(staging)
+    meta["files"] = {name: (staging / name).stat().st_size for name in names}
+    meta["checksums"] = {
+        name: checksums.get(name) or file_checksum(staging / name) for name in names
+    }
+    with open(staging / META_FILE, "w", encoding="utf-8") as f:
+        json.dump(meta, f, indent=2)
+        f.flush()
+        os.fsync(f.fileno())
+    fsync_dir(staging)
+
+
 def load_checkpoint(
     path: PathLike, map_location: str | torch.device = "cpu", *, verify: bool = True
 ) -> Checkpoint:
@@ -189,11 +231,15 @@ def load_checkpoint(
     device = resolve_map_location(map_location)
     directory = resolve_checkpoint_dir(Path(path).expanduser())
     meta = read_meta(directory, verify=verify)
-    model_state = load_tensors(directory / WEIGHTS_FILE, device)
+    model_state = (
+        {} if meta["kind"] == "sharded" else load_tensors(directory / WEIGHTS_FILE, device)
+    )
     trainer_state = None
-    if meta["kind"] == "full":
+    if meta["kind"] in ("full", "sharded"):
         trainer_state = _load_trainer_state(directory / TRAINER_STATE_FILE, device)
-    return Checkpoint(directory, model_state, trainer_state, meta.get("metadata") or {})
+    return Checkpoint(
+        directory, model_state, trainer_state, meta.get("metadata") or {}, meta["kind"]
+    )
 
 
 def latest_checkpoint(root: PathLike) -> Path | None:

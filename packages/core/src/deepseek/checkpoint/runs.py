@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from deepseek.training import Trainer
 
 RUN_KEY = "run"
+RESUMABLE = ("full", "sharded")  # kinds with a trainer state
 
 
 def is_plain_name(name: str) -> bool:
@@ -61,7 +62,7 @@ def _complete(path: Path, require_full: bool) -> dict[str, Any] | None:
         meta = read_meta(path)
     except (CheckpointError, OSError):
         return None
-    if require_full and meta.get("kind") != "full":
+    if require_full and meta.get("kind") not in RESUMABLE:
         return None
     return meta
 
@@ -162,7 +163,7 @@ def resolve_checkpoint_path(
 
             path = resolve_checkpoint_dir(path)  # a crash mid-replace left a backup?
         meta = read_meta(path)
-        if require_full and meta.get("kind") != "full":
+        if require_full and meta.get("kind") not in RESUMABLE:
             raise CheckpointError(
                 f"{path} is a weights-only checkpoint: it has no optimizer or progress state, "
                 "so training cannot resume from it. Load it with "

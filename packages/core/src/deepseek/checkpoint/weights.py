@@ -83,6 +83,12 @@ def _read_weights(path: Path, device: str, verify: bool) -> dict[str, torch.Tens
         return load_tensors(path, device)
     directory = resolve_checkpoint_dir(path)
     meta = read_meta(directory)
+    if meta.get("kind") == "sharded":
+        raise CheckpointError(
+            f"{directory} is a sharded checkpoint (written by a deepseek-dist strategy): "
+            f"consolidate it first with `deepseek checkpoint consolidate {directory}` "
+            "(deepseek-dist), or resume it with the same strategy"
+        )
     if verify:
         verify_checksums(directory, meta, names=[WEIGHTS_FILE])
     return load_tensors(directory / WEIGHTS_FILE, device)
