@@ -4,8 +4,10 @@ A ~100M-parameter stack of Linear layers (``--quick``: ~10M) and its AdamW state
 one step. deepseek writes a directory (safetensors weights + trainer_state.pt + meta.json,
 every file fsynced, then renamed into place); the reference writes one torch.save file
 with no fsync, so one row also gives the reference an fsync for a like-for-like durable
-save. Loads are measured with every tensor read (safetensors maps the file lazily, so
-loading alone would read nothing). Files are read back from a warm page cache.
+save. deepseek also hashes every file (SHA-256, recorded in meta.json) and verifies the
+hashes on load; the ``verify=False`` rows show what that check costs. Loads are measured
+with every tensor read (safetensors maps the file lazily, so loading alone would read
+nothing). Files are read back from a warm page cache.
 ``--dir /dev/shm`` takes the disk out and leaves the format's own cost.
 
     python benchmarks/bench_checkpoint.py [--quick] [--repeats N] [--dir DIR]
@@ -92,6 +94,9 @@ def main() -> None:
     def load_full_ours() -> None:
         read_all(load_checkpoint(ours_f).__dict__)
 
+    def load_full_unverified() -> None:
+        read_all(load_checkpoint(ours_f, verify=False).__dict__)
+
     def load_full_ref() -> None:
         read_all(torch.load(ref_f, weights_only=True))
 
@@ -119,7 +124,11 @@ def main() -> None:
             "load_weights into the model": timed_pair(
                 lambda: load_weights(model, ours_w), load_weights_ref, r
             ),
+            "load_weights, verify=False": timed_pair(
+                lambda: load_weights(model, ours_w, verify=False), load_weights_ref, r
+            ),
             "load full, every tensor read": timed_pair(load_full_ours, load_full_ref, r),
+            "load full, verify=False": timed_pair(load_full_unverified, load_full_ref, r),
         }
         sizes = [
             ("weights-only", dir_size(ours_w), ref_w.stat().st_size),
