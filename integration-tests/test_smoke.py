@@ -43,18 +43,34 @@ def test_only_core_ships_the_namespace_init():
 
 
 def test_every_distribution_registered_its_plugin():
+    from deepseek.plugins.first_party import install_hints
+
     provided = {
-        ("strategy", "ddp"): "deepseek-dist",
-        ("algorithm", "ptq"): "deepseek-quant",
-        ("algorithm", "l1_channel_pruning"): "deepseek-quant",
-        ("model", "bert-tiny"): "deepseek-nlp",
-        ("model", "resnet18"): "deepseek-vision",
-        ("model", "moe-mlp"): "deepseek-moe",
         ("backend", "cpu"): "deepseek-core",
         ("callback", "model_checkpoint"): "deepseek-core",
+        ("metric", "accuracy"): "deepseek-core",
     }
+    # Every name the first-party table promises (for install hints) is really registered
+    # by that sibling, through its own plugin.
+    for kind, names in install_hints().items():
+        for name, dist in names.items():
+            provided[(kind, name)] = dist
     for (kind, name), dist in provided.items():
         assert registry(kind).provider(name).distribution == dist, (kind, name)
+
+
+def test_every_first_party_plugin_passes_the_authors_check():
+    # deepseek plugins --check: no import error, misspelled hook, malformed record or clash.
+    from deepseek.plugins.first_party import FIRST_PARTY
+
+    result = subprocess.run(
+        [sys.executable, "-m", "deepseek.cli", "plugins", "--check"],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    for dist in FIRST_PARTY:
+        assert f"{dist.plugin}  ({dist.distribution} " in result.stdout
 
 
 def test_cli_lists_all_plugins_and_env_is_clean():
