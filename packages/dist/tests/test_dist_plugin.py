@@ -25,7 +25,15 @@ def test_ddp_strategy_is_registered_by_deepseek_dist() -> None:
     assert isinstance(strategy, DDPStrategy)
     assert strategy.ddp_kwargs == {"find_unused_parameters": True}
     record = next(r for r in plugins() if r.distribution == "deepseek-dist")
-    assert record.registered == {"strategy": ["ddp"]}
+    assert record.registered["strategy"] == ["ddp", "fsdp", "tp", "2d", "pipeline"]
+
+
+def test_every_strategy_builds_by_name_and_from_a_mapping() -> None:
+    strategies = registry("strategy")
+    for name in ("fsdp", "tp", "2d", "pipeline"):
+        assert strategies.create(name).name == name
+    fsdp = strategies.create("fsdp", cpu_offload=True, reshard_after_forward=False)
+    assert (fsdp.cpu_offload, fsdp.reshard_after_forward) == (True, False)
 
 
 def test_env_report_names_the_backends_torch_has() -> None:

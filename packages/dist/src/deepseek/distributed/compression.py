@@ -141,7 +141,8 @@ class GradientCompression:
         self.state, base = self._base_hook()
         summing = self.reduce_strategy == "gradient_sum"
 
-        def counted(state: Any, bucket: dist.GradBucket) -> torch.futures.Future:
+        # No annotations: DDP checks them, and postponed (string) ones fail its check.
+        def counted(state, bucket):
             stats = (
                 (state.total_numel_before_compression, state.total_numel_after_compression)
                 if self.name == "powersgd"

@@ -1,4 +1,5 @@
-"""deepseek-dist's plugin: the ``ddp`` strategy and a ``deepseek env`` report."""
+"""deepseek-dist's plugin: strategies, the `distributed:` config section, CLI commands
+and a ``deepseek env`` report."""
 
 from __future__ import annotations
 
@@ -12,7 +13,27 @@ def deepseek_strategies() -> list[StrategySpec]:
             "ddp",
             deferred("deepseek.distributed.ddp:DDPStrategy"),
             "DistributedDataParallel, one process per device (launch with torchrun)",
-        )
+        ),
+        StrategySpec(
+            "fsdp",
+            deferred("deepseek.distributed.fsdp:FSDPStrategy"),
+            "FSDP2 fully_shard per block: parameters, gradients, optimizer state sharded",
+        ),
+        StrategySpec(
+            "tp",
+            deferred("deepseek.distributed.tensor_parallel:TensorParallelStrategy"),
+            "tensor parallelism: parallelize_module with a colwise/rowwise/sequence plan",
+        ),
+        StrategySpec(
+            "2d",
+            deferred("deepseek.distributed.tensor_parallel:TwoDStrategy"),
+            "FSDP x tensor parallelism on a 2-D (dp, tp) DeviceMesh",
+        ),
+        StrategySpec(
+            "pipeline",
+            deferred("deepseek.distributed.pipeline:PipelineStrategy"),
+            "pipeline parallelism (torch.distributed.pipelining: GPipe, 1F1B)",
+        ),
     ]
 
 
