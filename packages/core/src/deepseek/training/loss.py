@@ -110,8 +110,7 @@ def split_batch(batch: Any) -> tuple[Any, Any]:
 
 def training_loss(trainer: Trainer, batch: Any, batch_idx: int) -> torch.Tensor:
     """The loss of one training micro-batch, by the contract in this module's docstring."""
-    user_model = trainer.unwrapped_model
-    if hasattr(user_model, "training_step"):
+    if trainer._has_step["training_step"]:
         # Through the wrappers' forward (StepDispatch), so DDP syncs the gradients.
         out = trainer.model(batch, "training_step", batch_idx)
         if isinstance(out, Mapping) and len(out) > 1:
@@ -125,7 +124,9 @@ def training_loss(trainer: Trainer, batch: Any, batch_idx: int) -> torch.Tensor:
                 f"{type(batch).__name__}; return (inputs, target) from the dataset"
             )
         return check_loss_value(trainer.loss_fn(forward(trainer.model, inputs), target))
-    check_forward_takes(user_model, batch)
+    if not trainer._forward_checked:  # inspect.signature once, not per step
+        check_forward_takes(trainer.unwrapped_model, batch)
+        trainer._forward_checked = True
     return extract_loss(forward(trainer.model, batch), "the model's forward")
 
 
@@ -207,7 +208,7 @@ def check_loss_fn(loss_fn: Any) -> None:
 def check_loss_value(loss: Any) -> torch.Tensor:
     """The value ``loss_fn`` returned must be a scalar floating tensor."""
     if isinstance(loss, torch.Tensor) and loss.numel() == 1 and loss.is_floating_point():
-        return loss.reshape(())
+        return loss if loss.dim() == 0 else loss.reshape(())
     if isinstance(loss, torch.Tensor):
         raise TypeError(
             f"loss_fn returned a tensor of shape {tuple(loss.shape)} and dtype {loss.dtype}, "
@@ -242,7 +243,7 @@ def extract_loss(output: Any, where: str) -> torch.Tensor:
     elif not isinstance(output, torch.Tensor) and hasattr(output, "loss"):
         loss = output.loss
     if isinstance(loss, torch.Tensor) and loss.numel() == 1 and loss.is_floating_point():
-        return loss.reshape(())
+        return loss if loss.dim() == 0 else loss.reshape(())
     shape = f" of shape {tuple(output.shape)}" if isinstance(output, torch.Tensor) else ""
     raise TypeError(
         f"{where} returned a {type(output).__name__}{shape}, not a loss. Pass loss_fn= "
@@ -258,8 +259,9 @@ def is_number(value: Any) -> bool:
 class NonFiniteLossGuard:
     """The ``on_nan_loss`` policy, without a host-device sync per micro-batch.
 
-    ``"raise"``: each micro-batch's loss is added to a running sum on its device (NaN and
-    inf propagate through a sum); the sum is read only at logging points (when
+    ``"raise"``: each micro-batch's detached loss is kept (no tensor op per step) and
+    summed on its device at a logging point (NaN and inf propagate through a sum); the sum
+    is read only at those points (when
     ``train_loss`` is read from ``trainer.metrics``, before validation, before a
     checkpoint is written, at each epoch's end), which raise ``FloatingPointError``
     naming the steps in between. ``"skip"`` must decide before ``backward`` whether to
@@ -270,13 +272,16 @@ class NonFiniteLossGuard:
     def __init__(self, policy: str | None) -> None:
         self.policy = policy
         self._sum: torch.Tensor | None = None
+        self._pending: list[torch.Tensor] = []
         self._since_step = 0
 
     def observe(self, trainer: Trainer, loss: torch.Tensor) -> bool:
-        """Record ``loss``; True when this micro-batch must be skipped (policy ``skip``)."""
+        """Record ``loss`` (detached); True when this micro-batch must be skipped (``skip``)."""
         if self.policy == "raise":
-            detached = loss.detach()
-            self._sum = detached.float() if self._sum is None else self._sum + detached
+            pending = self._pending
+            pending.append(loss)  # no tensor op here: the check stacks them later
+            if len(pending) >= 1024:  # bound the memory between checks
+                self._fold()
             return False
         if self.policy is None:
             return False
@@ -293,8 +298,15 @@ class NonFiniteLossGuard:
         )
         return True
 
+    def _fold(self) -> None:
+        total = torch.stack([t.float() for t in self._pending]).sum()
+        self._sum = total if self._sum is None else self._sum + total
+        self._pending.clear()
+
     def check(self, trainer: Trainer) -> None:
         """Read the accumulated flag (one sync) and raise if a loss was not finite."""
+        if self._pending:
+            self._fold()
         if self._sum is None:
             return
         total, self._sum = self._sum, None

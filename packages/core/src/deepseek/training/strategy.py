@@ -178,14 +178,25 @@ class Strategy:
         parallel strategies skip their all-reduce). A strategy that runs its own
         microbatches (a pipeline schedule) overrides this and returns the mean loss.
         """
-        with self.no_backward_sync(trainer.model, enabled=not sync_gradients):
+        if not sync_gradients:
+            with self.no_backward_sync(trainer.model, enabled=True):
+                return self._forward_backward(trainer, batch, batch_idx, loss_divisor)
+        return self._forward_backward(trainer, batch, batch_idx, loss_divisor)
+
+    def _forward_backward(
+        self, trainer: Trainer, batch: Any, batch_idx: int, loss_divisor: int
+    ) -> torch.Tensor:
+        if trainer._autocast_is_noop:  # fp32: skip entering a null context every step
+            loss = self.training_step(trainer, batch, batch_idx)
+        else:
             with trainer.precision.autocast():
                 loss = self.training_step(trainer, batch, batch_idx)
-            if trainer._loss_hooks:
-                loss = trainer._apply_loss_hooks(loss, batch)
-            if not trainer._nan_guard.observe(trainer, loss) and trainer.automatic_optimization:
-                self.backward(trainer, loss / loss_divisor if loss_divisor > 1 else loss)
-        return loss.detach()
+        if trainer._loss_hooks:
+            loss = trainer._apply_loss_hooks(loss, batch)
+        detached = loss.detach()
+        if not trainer._nan_guard.observe(trainer, detached) and trainer.automatic_optimization:
+            self.backward(trainer, loss / loss_divisor if loss_divisor > 1 else loss)
+        return detached
 
     def training_step(self, trainer: Trainer, batch: Any, batch_idx: int) -> torch.Tensor:
         """The micro-batch's loss, by the step contract of ``deepseek.training.loss``."""

@@ -302,6 +302,11 @@ class Trainer:
             )
 
         self._user_model = self.strategy.unwrap(self.model)  # looked up once, used per step
+        self._forward_checked = False
+        self._has_step = {name: hasattr(self._user_model, name) for name in STEP_METHODS}
+        self._autocast_is_noop = (
+            type(self.precision).autocast is Precision.autocast and self.precision.dtype is None
+        )
         step_log.attach(self._user_model)
         if not self.automatic_optimization:
             _attach_manual_optimization(self._user_model)
