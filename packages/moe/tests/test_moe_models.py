@@ -189,3 +189,14 @@ def test_bad_model_options_and_inputs():
         model.generate(torch.zeros(1, 40, dtype=torch.long), max_new_tokens=10)
     with pytest.raises(TypeError, match="integer tensor"):
         model(torch.zeros(1, 4))
+
+
+def test_expert_strategy_needs_deepseek_dist_or_builds():
+    import importlib.util
+
+    strategies = registry("strategy")
+    if importlib.util.find_spec("deepseek.distributed") is None:  # the moe-only session
+        with pytest.raises(ImportError, match="pip install deepseek-dist"):
+            strategies.create("expert")
+    else:
+        assert strategies.create("expert", expert_parallel_size=2).expert_parallel_size == 2

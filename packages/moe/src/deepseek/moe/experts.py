@@ -157,7 +157,7 @@ class GroupedExperts(nn.Module):
         rows = x.shape[0] + self.num_experts * (alignment - 1)
         padded_x = x.new_zeros(rows, x.shape[1]).index_copy(0, destination, x)
         padded_experts = expert_of_row.new_zeros(rows).index_copy(0, destination, expert_of_row)
-        return self._compute(padded_x, padded, padded_experts, use)[destination]
+        return self._compute(padded_x, padded, padded_experts, use).index_select(0, destination)
 
     def _compute(
         self, x: torch.Tensor, counts: torch.Tensor, expert_of_row: torch.Tensor, use: bool

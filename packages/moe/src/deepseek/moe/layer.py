@@ -203,10 +203,14 @@ class MoELayer(nn.Module):
         num_tokens, k = route.experts.shape
         flat = route.experts.reshape(-1)  # token-major (token, slot) assignments
         order = torch.argsort(flat, stable=True)
-        expert_out = self.experts(tokens[order // k], counts, flat[order])
-        per_slot = expert_out.new_empty(expert_out.shape).index_copy(0, order, expert_out)
-        weights = route.weights.to(per_slot.dtype).unsqueeze(1)
-        return torch.bmm(weights, per_slot.view(num_tokens, k, -1)).squeeze(1)
+        # index_select everywhere: its backward is index_add_, much cheaper on the CPU
+        # than the accumulate-index_put that advanced indexing's backward runs.
+        expert_out = self.experts(tokens.index_select(0, order // k), counts, flat[order])
+        inverse = torch.empty_like(order).scatter_(
+            0, order, torch.arange(order.numel(), device=order.device)
+        )
+        per_slot = expert_out.index_select(0, inverse).view(num_tokens, k, -1)
+        return combine(per_slot, route.weights)
 
     def _dispatch_with_capacity(self, tokens: torch.Tensor, route: Any) -> torch.Tensor:
         num_tokens, k = route.experts.shape
@@ -217,17 +221,16 @@ class MoELayer(nn.Module):
         slot = torch.where(keep, flat * capacity + position, num_experts * capacity)
         token_ids = torch.arange(num_tokens, device=tokens.device).repeat(k)
         slots = tokens.new_zeros(num_experts * capacity + 1, self.d_model)
-        slots = slots.index_copy(0, slot, tokens[token_ids])
+        slots = slots.index_copy(0, slot, tokens.index_select(0, token_ids))
         expert_out = self.experts.forward_padded(
             slots[:-1].view(num_experts, capacity, self.d_model)
         )
         expert_out = torch.cat(
             [expert_out.reshape(-1, self.d_model), expert_out.new_zeros(1, self.d_model)]
         )
-        per_slot = expert_out[slot].view(k, num_tokens, self.d_model)
-        weights = route.weights.t().to(per_slot.dtype).unsqueeze(-1)
+        per_slot = expert_out.index_select(0, slot).view(k, num_tokens, self.d_model)
         self.dropped_tokens = (~keep).sum()
-        return (per_slot * weights).sum(dim=0)
+        return combine(per_slot.transpose(0, 1), route.weights)
 
     def capacity(self, num_tokens: int) -> int | None:
         """Most assignments one expert takes for a batch of ``num_tokens`` tokens."""
@@ -268,6 +271,11 @@ class MoELayer(nn.Module):
         if load.sum() > 0:
             self.router.score_bias += rate * torch.sign(load.mean() - load)
         self.load_since_update.zero_()
+
+
+def combine(per_slot: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """``sum_k weights[t, k] * per_slot[t, k]``: ``(tokens, top_k, d) -> (tokens, d)``."""
+    return (per_slot * weights.to(per_slot.dtype).unsqueeze(-1)).sum(dim=1)
 
 
 def capacity_mask(

@@ -122,19 +122,23 @@ def expert_parallel_dispatch(layer: Any, tokens: torch.Tensor, route: Any) -> to
     splits = torch.cat([send_counts.view(ep, local).sum(1), recv_counts.view(ep, local).sum(1)])
     splits = splits.tolist()  # the host needs the split sizes: the one sync of EP dispatch
     send_splits, recv_splits = splits[:ep], splits[ep:]
+    layer.ep_split_sizes = (send_splits, recv_splits)  # rows sent to / received from each rank
     sent = sum(send_splits)
     received = sum(recv_splits)
 
     send_rows = order[:sent]
-    x_recv = all_to_all_single_autograd(tokens[send_rows // k], recv_splits, send_splits, group)
+    x_send = tokens.index_select(0, send_rows // k)
+    x_recv = all_to_all_single_autograd(x_send, recv_splits, send_splits, group)
     # Received rows come grouped by (source rank, local expert): regroup by local expert.
     block_expert = torch.arange(local, device=tokens.device).repeat(ep)
     row_expert = torch.repeat_interleave(block_expert, recv_counts, output_size=received)
     perm = torch.argsort(row_expert, stable=True)
     local_counts = recv_counts.view(ep, local).sum(0)
-    y = layer.experts(x_recv[perm], local_counts, row_expert[perm])
-    y = y.new_empty(y.shape).index_copy(0, perm, y)
+    y = layer.experts(x_recv.index_select(0, perm), local_counts, row_expert[perm])
+    inverse = torch.empty_like(perm).scatter_(0, perm, torch.arange(received, device=perm.device))
+    y = y.index_select(0, inverse)
     y_back = all_to_all_single_autograd(y, send_splits, recv_splits, group)
     per_slot = y_back.new_zeros(num_tokens * k, y_back.shape[-1]).index_copy(0, send_rows, y_back)
-    weights = route.weights.to(per_slot.dtype).unsqueeze(1)
-    return torch.bmm(weights, per_slot.view(num_tokens, k, -1)).squeeze(1)
+    from deepseek.moe.layer import combine
+
+    return combine(per_slot.view(num_tokens, k, -1), route.weights)
