@@ -179,7 +179,7 @@ def test_name_from_a_plugin_that_failed_to_import_says_so(plugin_dists) -> None:
     with pytest.raises(UnknownNameError) as info:
         registry("callback").get("jsonl_logger")
     message = str(info.value)
-    assert "plugin 'jsonl' (deepseek-jsonl) failed to load" in message
+    assert "plugin 'jsonl' (deepseek-jsonl), which failed to load" in message
     assert "libjsonl >= 2" in message
 
 
@@ -190,8 +190,26 @@ def test_name_from_a_disabled_plugin_says_so(plugin_dists, monkeypatch) -> None:
     monkeypatch.setenv("DEEPSEEK_DISABLED_PLUGINS", "jsonl")
     with pytest.raises(UnknownNameError) as info:
         registry("callback").get("jsonl_logger")
-    assert "plugin 'jsonl' (deepseek-jsonl) was disabled" in str(info.value)
+    assert "plugin 'jsonl' (deepseek-jsonl), which was disabled" in str(info.value)
     assert "DEEPSEEK_DISABLED_PLUGINS" in str(info.value)
+
+
+def test_name_from_a_disabled_first_party_sibling_says_so(fresh_plugins, monkeypatch) -> None:
+    from deepseek.plugins.first_party import FIRST_PARTY
+
+    installed = {r.distribution for r in plugins.plugins() if r.status == "loaded"}
+    siblings = [d for d in FIRST_PARTY[1:] if d.distribution in installed and d.hints]
+    if not siblings:
+        pytest.skip("no first-party sibling with registered names is installed")
+    sibling = siblings[0]
+    kind, names = next(iter(sibling.hints.items()))
+    plugins.reset_plugin_manager()
+    monkeypatch.setenv("DEEPSEEK_DISABLED_PLUGINS", sibling.distribution)
+    with pytest.raises(UnknownNameError) as info:
+        registry(kind).get(names[0])
+    message = str(info.value)
+    expected = f"It is provided by plugin {sibling.plugin!r} ({sibling.distribution}), which"
+    assert expected in message and "DEEPSEEK_DISABLED_PLUGINS" in message
 
 
 # -- clashes and overrides -------------------------------------------------------------------

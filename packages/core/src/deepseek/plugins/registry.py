@@ -293,20 +293,20 @@ class Registry:
         sure: list[str] = []
         maybe: list[str] = []
         for record in manager.not_loaded():
+            who = f"plugin {record.name!r} ({record.distribution})"
             if record.status == "partial":
                 wrong = [h for h in record.unknown_hooks if _closest_hook(h) == self.hook_name]
                 if not wrong:
                     continue
                 provides = key in _names_from_misspelled(manager, record, wrong)
                 text = (
-                    f"plugin {record.name!r} ({record.distribution}) implements {wrong[0]!r} "
-                    f"instead of {self.hook_name!r}, so none of its {PLURAL[self.kind]} are "
-                    "registered: rename the hook"
+                    f"{who}, which implements {wrong[0]!r} instead of {self.hook_name!r}, so "
+                    f"none of its {PLURAL[self.kind]} are registered: rename the hook"
                 )
                 (sure if provides else maybe).append(text)
                 continue
             state = "was disabled" if record.status == "disabled" else "failed to load"
-            text = f"plugin {record.name!r} ({record.distribution}) {state}: {record.error}"
+            text = f"{who}, which {state}: {record.error}"
             if first_party_dist and record.matches(first_party_dist):
                 sure.append(text)
             else:
