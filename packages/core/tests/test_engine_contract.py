@@ -220,6 +220,11 @@ def test_unsupported_optimizer_setups_are_short_errors():
         Trainer(model, shared, **QUIET)
     with pytest.raises(TypeError, match=r"list of optimizer instances, got \[SGD, int\]"):
         Trainer(model, [torch.optim.SGD(model.head.parameters(), lr=0.1), 3], **QUIET)
+    with pytest.raises(ValueError, match="dynamic loss scale are not supported"):
+        Trainer(TwoTowers(), **{**QUIET, "precision": "fp16-mixed"})
+    static = Trainer(TwoTowers(), **{**QUIET, "precision": "fp16-mixed"},
+                     precision_kwargs={"loss_scale": 128})  # fmt: skip
+    assert len(static.optimizers) == 2
 
 
 # -- checkpoints: best / last / test / predict / resume notice -----------------------------

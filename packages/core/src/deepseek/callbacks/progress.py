@@ -60,9 +60,15 @@ class ProgressBar(Callback):
         self._bar.update(1)
         if trainer.optimizer_stepped and trainer.global_step % self.refresh_every_n_steps == 0:
             elapsed = max(time.perf_counter() - self._t0, 1e-9)
+            extra = {
+                k: f"{trainer.metrics[k]:.4g}"
+                for k in getattr(trainer, "progress_bar_metrics", ())
+                if k in trainer.metrics
+            }
             self._bar.set_postfix(
                 loss=f"{float(outputs['loss']):.4f}",
                 samples_s=f"{self._samples / elapsed:.0f}",
+                **extra,
                 refresh=False,
             )
 

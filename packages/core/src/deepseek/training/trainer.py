@@ -289,6 +289,12 @@ class Trainer:
             self.strategy.setup_optimizer(opt)
             for opt in _build_optimizers(optimizer, optimizer_kwargs, self.model, user_model)
         ]
+        if len(self.optimizers) > 1 and getattr(self.precision, "scaler", None) is not None:
+            raise ValueError(
+                "several optimizers with fp16-mixed's dynamic loss scale are not supported "
+                "(one GradScaler would update once per optimizer); use bf16-mixed, fp32, or "
+                "a static scale: precision_kwargs={'loss_scale': 1024}"
+            )
         self.scheduler = resolve_scheduler(scheduler, scheduler_kwargs, self.optimizers[0])
         self.scheduler_interval = scheduler_interval
         if compile:
