@@ -200,7 +200,7 @@ def gan_by_hand(model: TinyGAN, loader: DataLoader) -> None:
         opt_g.step()
 
 
-def test_manual_optimization_gan_matches_a_hand_written_loop():
+def test_manual_optimization_gan_matches_a_hand_written_loop(tmp_path):
     reference = TinyGAN()
     gan_by_hand(reference, DataLoader(make_data(), batch_size=8))
     model = TinyGAN()
@@ -211,6 +211,9 @@ def test_manual_optimization_gan_matches_a_hand_written_loop():
     assert trainer.global_step == 4
     for a, b in zip(reference.parameters(), model.parameters()):
         assert torch.equal(a, b)
+    torch.save(model, tmp_path / "gan.pt")  # the attached helpers pickle
+    with pytest.raises(RuntimeError, match=r"self.optimizers\(\) works only while"):
+        model.optimizers()
 
 
 def test_unsupported_optimizer_setups_are_short_errors():

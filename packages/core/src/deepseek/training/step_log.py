@@ -67,6 +67,30 @@ class StepLog:
         return "StepLog()"
 
 
+def _running(what: str) -> Trainer:
+    trainer = current_trainer()
+    if trainer is None:
+        raise RuntimeError(f"self.{what}() works only while a deepseek Trainer runs this model")
+    return trainer
+
+
+class Optimizers:
+    """``self.optimizers()`` in manual optimization: the running Trainer's optimizer(s)."""
+
+    def __call__(self) -> Any:
+        optimizers = _running("optimizers").optimizers
+        return optimizers[0] if len(optimizers) == 1 else list(optimizers)
+
+
+class ManualBackward:
+    """``self.manual_backward(loss)``: backward through the strategy and precision
+    (loss scaling), as the automatic path does."""
+
+    def __call__(self, loss: torch.Tensor) -> None:
+        trainer = _running("manual_backward")
+        trainer.strategy.backward(trainer, loss)
+
+
 def attach(model: torch.nn.Module) -> None:
     """Give ``model`` a ``log`` attribute unless it has one (its own method, or ours)."""
     if getattr(type(model), "log", None) is None and "log" not in vars(model):

@@ -785,21 +785,10 @@ def _build_optimizers(
 
 def _attach_manual_optimization(model: nn.Module) -> None:
     """``self.optimizers()`` and ``self.manual_backward(loss)`` for manual optimization."""
-
-    def optimizers() -> Any:
-        trainer = step_log.current_trainer()
-        if trainer is None:
-            raise RuntimeError("self.optimizers() works only while a Trainer runs the model")
-        opts = trainer.optimizers
-        return opts[0] if len(opts) == 1 else list(opts)
-
-    def manual_backward(loss: torch.Tensor) -> None:
-        trainer = step_log.current_trainer()
-        if trainer is None:
-            raise RuntimeError("self.manual_backward() works only while a Trainer runs the model")
-        trainer.strategy.backward(trainer, loss)
-
-    for name, fn in (("optimizers", optimizers), ("manual_backward", manual_backward)):
+    for name, fn in (
+        ("optimizers", step_log.Optimizers()),
+        ("manual_backward", step_log.ManualBackward()),
+    ):
         if getattr(type(model), name, None) is None and name not in vars(model):
             object.__setattr__(model, name, fn)
 
