@@ -18,11 +18,11 @@ each calling the base implementation, so the generated plugin works unchanged an
 author edits only what they need. Hook lists are read from the base classes when the
 plugin is generated, so they match the installed deepseek-core.
 
-    >>> import tempfile, pathlib
-    >>> root = pathlib.Path(tempfile.mkdtemp())
-    >>> written = generate("jsonl", ["callback"], root)
-    >>> sorted(p.relative_to(root / "deepseek-jsonl").as_posix() for p in written)[:3]
-    ['README.md', 'examples/jsonl.yaml', 'pyproject.toml']
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     written = generate("jsonl", ["callback"], tmp)
+    ...     sorted(p.relative_to(tmp).as_posix() for p in written)[:2]
+    ['deepseek-jsonl/README.md', 'deepseek-jsonl/examples/jsonl.yaml']
 """
 
 from __future__ import annotations
