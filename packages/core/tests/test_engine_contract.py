@@ -4,6 +4,7 @@ notices on stderr, and one clear error per bad input."""
 
 from __future__ import annotations
 
+import copy
 import os
 import signal
 import subprocess
@@ -274,6 +275,29 @@ def test_a_resumed_run_says_what_it_resumed_from(tmp_path, capsys):
     run(2, resume="last")
     err = capsys.readouterr().err
     assert "resumed from" in err and "epoch 1, batch 0, step 4" in err
+
+
+def test_weights_only_resume_starts_a_fresh_run_from_the_weights(tmp_path):
+    first = make_model()
+    Trainer(
+        first, torch.optim.SGD, {"lr": 0.1}, train_data=make_data(), batch_size=8,
+        loss_fn=nn.functional.cross_entropy, callbacks=[ModelCheckpoint(tmp_path / "{epoch}")],
+        **{**QUIET, "default_root_dir": tmp_path},
+    ).fit()  # fmt: skip
+    seen = []
+
+    class FirstWeights(Callback):
+        def on_train_epoch_start(self, trainer):
+            seen.append(copy.deepcopy(trainer.unwrapped_model.state_dict()))
+
+    again = Trainer(
+        make_model(seed=9), torch.optim.Adam, {"lr": 0.01}, train_data=make_data(),
+        batch_size=8, loss_fn=nn.functional.cross_entropy, callbacks=[FirstWeights()], **QUIET,
+    )  # fmt: skip
+    again.fit(resume=tmp_path / "1", resume_weights_only=True)
+    assert again.global_step == 4  # a fresh run: step 0 to 4
+    for key, value in first.state_dict().items():
+        assert torch.equal(seen[0][key], value), key
 
 
 SIGINT_WORKER = textwrap.dedent(

@@ -380,6 +380,34 @@ def _unwrap(module: nn.Module) -> nn.Module:
     return module.module if isinstance(module, CheckpointWrapper) else module
 
 
+def find_blocks(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """``(qualified name, block)`` for the children of each outermost block stack: an
+    ``nn.ModuleList``/``nn.Sequential`` of two or more same-class modules that have children
+    (transformer layers, residual stages). The unit activation checkpointing and FSDP wrap.
+
+        >>> import torch
+        >>> layers = torch.nn.ModuleList(
+        ...     torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.ReLU()) for _ in range(3)
+        ... )
+        >>> model = torch.nn.Sequential(torch.nn.Linear(4, 4))
+        >>> model.add_module("layers", layers)
+        >>> [name for name, _ in find_blocks(model)]
+        ['layers.0', 'layers.1', 'layers.2']
+    """
+    found: list[tuple[str, nn.Module]] = []
+
+    def visit(module: nn.Module, prefix: str) -> None:
+        if _is_block_stack(module):
+            found.extend((_join(prefix, name), _unwrap(m)) for name, m in module.named_children())
+            return
+        for name, child in module.named_children():
+            if not isinstance(child, CheckpointWrapper):
+                visit(child, _join(prefix, name))
+
+    visit(model, "")
+    return found
+
+
 def _stack_positions(model: nn.Module, every_n: int) -> set[int]:
     """ids of children 0, k, 2k, ... of each outermost block stack."""
     picked: set[int] = set()

@@ -34,6 +34,15 @@ def strategy_classes() -> dict[str, Any]:
 
 
 def __getattr__(name: str) -> Any:
+    if name == "PipelineParallel":
+        try:
+            from deepseek.distributed import PipelineParallel
+        except ImportError:
+            raise ImportError(
+                "ds.nn.parallel.PipelineParallel needs the deepseek-dist package: "
+                "pip install deepseek-dist"
+            ) from None
+        return PipelineParallel
     for cls in strategy_classes().values():
         if getattr(cls, "__name__", None) == name:
             return cls

@@ -66,6 +66,7 @@ class Strategy:
     def __init__(self) -> None:
         self.backend: Backend | None = None
         self.device = torch.device("cpu")
+        self.precision: Any = None  # set by connect_precision
 
     # -- process topology ----------------------------------------------------------------
     @property
@@ -84,6 +85,11 @@ class Strategy:
         """Pick the device (and, for distributed strategies, join the process group)."""
         self.backend = backend
         self.device = backend.device()
+
+    def connect_precision(self, precision: Any) -> None:
+        """Called once before ``setup_model`` with the run's ``Precision``; sharded
+        strategies read it for their mixed-precision policy (kept as ``self.precision``)."""
+        self.precision = precision
 
     def teardown(self) -> None:
         """Release what ``setup`` acquired. The Trainer calls it when a stage ends, also

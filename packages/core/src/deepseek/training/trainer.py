@@ -284,6 +284,7 @@ class Trainer:
             _announce_checkpointing(model)
         if any(hasattr(model, step) for step in STEP_METHODS):
             model = StepDispatch(model)
+        self.strategy.connect_precision(self.precision)  # e.g. FSDP's mixed-precision policy
         self.model = self.strategy.setup_model(model)
         self.optimizers: list[torch.optim.Optimizer] = [
             self.strategy.setup_optimizer(opt)
@@ -386,6 +387,7 @@ class Trainer:
         train_data: Any = None,
         val_data: Any = None,
         resume: str | os.PathLike | None = None,
+        resume_weights_only: bool = False,
     ) -> None:
         """Train until ``max_epochs``/``max_steps`` or a callback sets ``should_stop``.
 
@@ -397,6 +399,10 @@ class Trainer:
         Ctrl-C (SIGINT) finishes the current step, writes a checkpoint, prints where it
         is and how to resume, and returns (``trainer.interrupted`` is then True); a
         second Ctrl-C stops at once.
+
+        ``resume_weights_only=True`` loads only the model weights from ``resume`` and
+        starts a fresh run (new optimizer and schedule, step 0): for a changed optimizer
+        class, or fine-tuning from another run.
         """
         if train_data is not None:
             self.train_data = train_data
@@ -409,7 +415,7 @@ class Trainer:
         def body() -> None:
             self._check_output_folders()
             if resume is not None:
-                path = checkpointing.restore(self, resume)
+                path = checkpointing.restore(self, resume, weights_only=resume_weights_only)
                 if path is not None:
                     self.resumed_from = path
                     self._nan_guard._since_step = self.global_step
