@@ -50,6 +50,15 @@ class Component:
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, **self.kwargs}
 
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, str):  # ``trainer.precision == "fp32"`` (it used to be a str)
+            return not self.kwargs and self.name == other
+        if isinstance(other, Component):
+            return (self.name, self.kwargs) == (other.name, other.kwargs)
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
 
 @dataclass
 class DataConfig:

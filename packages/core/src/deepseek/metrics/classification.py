@@ -221,6 +221,7 @@ class AUROC(Metric):
     def reset(self) -> None:
         self.scores: list[torch.Tensor] = []
         self.targets: list[torch.Tensor] = []
+        self.logits = False
 
     def update(self, preds: Any, target: Any) -> None:
         scores = as_predictions(preds, self.name).float()
@@ -233,7 +234,7 @@ class AUROC(Metric):
             scores = scores.reshape(-1, scores.shape[-1])
             sums = scores.sum(-1)
             if scores.min() < 0 or not torch.allclose(sums, torch.ones_like(sums), atol=1e-4):
-                scores = scores.softmax(-1)
+                self.logits = True  # softmaxed once, over the whole set, in compute()
         else:
             raise MetricUnavailable(
                 f"{self.name}: scores of shape {tuple(scores.shape)} do not fit targets of "
@@ -251,6 +252,8 @@ class AUROC(Metric):
             raise MetricUnavailable(f"{self.name}: no samples were seen")
         scores = all_gather_cat(torch.cat(self.scores))
         targets = all_gather_cat(torch.cat(self.targets))
+        if self.logits and scores.shape[1] > 1:
+            scores = scores.softmax(-1)
         if scores.shape[1] == 1:
             return _binary_auroc(scores[:, 0].double(), targets == 1, self.name)
         values = []
