@@ -114,9 +114,8 @@ def run_plugins(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps([r.__dict__ for r in records], indent=2, default=_jsonable))
         return 1 if bad else 0
-    if check is None:
-        for problem in manager.environment_problems:
-            print(f"! {problem}")
+    for problem in manager.environment_problems:  # the user's settings, not a plugin's fault
+        print(f"! {problem}")
     for record in records:
         if check is not None and record.ok and record.status != "disabled":
             print(f"{record.name}  ({record.distribution} {record.version})  ok")
