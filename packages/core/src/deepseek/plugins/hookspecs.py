@@ -7,9 +7,13 @@ it discoverable with an entry point in group ``deepseek``::
     [project.entry-points.deepseek]
     mybackend = "deepseek_mybackend.plugin"
 
-The registration hooks (``deepseek_backends`` ... ``deepseek_models``) return an
+The registration hooks (``deepseek_backends`` ... ``deepseek_metrics``) return an
 iterable of records (or a single record); they are called once, the first time the
-matching registry is used, never on a training hot path.
+matching registry is used, never on a training hot path. Every hook is called through
+pluggy, one plugin at a time in pluggy's order (``tryfirst``/``trylast`` apply, as do
+``PluginManager.enable_tracing`` and hook-call monitoring), so each record is credited
+to the plugin that returned it. Check a plugin with ``deepseek plugins --check NAME``;
+start one with ``deepseek new-plugin NAME``.
 """
 
 from __future__ import annotations
