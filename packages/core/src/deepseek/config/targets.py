@@ -99,16 +99,16 @@ def import_target(
     if safe:
         check_safe(target, path, config_dir)
     module = import_module(module_name, path, config_dir=config_dir, safe=safe)
-    obj: Any = module
-    for part in attr.split("."):
-        if not hasattr(obj, part):
-            public = sorted(n for n in dir(module) if not n.startswith("_"))[:20]
-            raise ConfigError(
-                f"{path}: module {module_name!r} ({getattr(module, '__file__', '?')}) has no "
-                f"attribute {attr!r}; it has: {', '.join(public) or '(nothing public)'}"
-            )
-        obj = getattr(obj, part)
-    return obj
+    from deepseek.plugins.specs import load_target  # the one attribute walk (entry points too)
+
+    try:  # by the name it was loaded under (a config-folder module may have a private one)
+        return load_target(f"{module.__name__}:{attr}")
+    except AttributeError:
+        public = sorted(n for n in dir(module) if not n.startswith("_"))[:20]
+        raise ConfigError(
+            f"{path}: module {module_name!r} ({getattr(module, '__file__', '?')}) has no "
+            f"attribute {attr!r}; it has: {', '.join(public) or '(nothing public)'}"
+        ) from None
 
 
 def import_module(
