@@ -61,6 +61,7 @@ class MicrobatchStrategy(SingleDeviceStrategy):
             self.backward(trainer, loss / loss_divisor)
             total += loss.detach()
             self.microbatches += 1
+        trainer.observe_loss(total)
         return total
 
     def clip_gradients(self, model, max_norm, optimizers=None):

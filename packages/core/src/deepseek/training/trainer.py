@@ -511,6 +511,11 @@ class Trainer:
             key = f"{name}_epoch" if on_step else name
             self._epoch_logs[self._logging_stage].add(key, value)
 
+    def observe_loss(self, loss: torch.Tensor) -> bool:
+        """For strategies that run their own step: record a micro-batch's detached loss
+        for the ``on_nan_loss`` policy; True when the policy says to skip its backward."""
+        return self._nan_guard.observe(self, loss)
+
     # -- stages ----------------------------------------------------------------------------
     def teardown(self) -> None:
         """Release the strategy's resources (process groups, ...). Called when a stage
