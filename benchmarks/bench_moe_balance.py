@@ -51,6 +51,7 @@ def run(mode: str, steps: int, args: argparse.Namespace) -> dict[str, float]:
         "none": {"aux_loss_coef": 0.0},
         "aux loss (0.01)": {"aux_loss_coef": 0.01},
         "aux-loss-free (bias rate 1e-3)": {"aux_loss_coef": 0.0},
+        "aux-loss-free (bias rate 1e-2)": {"aux_loss_coef": 0.0},
     }[mode]
     model = MoETransformerLM(
         d_model=args.d_model,
@@ -66,7 +67,9 @@ def run(mode: str, steps: int, args: argparse.Namespace) -> dict[str, float]:
         normalize_weights=True,
         **options,
     )
-    rate = 1e-3 if mode.startswith("aux-loss-free") else 0.0
+    rate = {"aux-loss-free (bias rate 1e-3)": 1e-3, "aux-loss-free (bias rate 1e-2)": 1e-2}.get(
+        mode, 0.0
+    )
     recorder = LoadRecorder(window=max(steps // 5, 1))
     train = stdlib_text("train", args.seq_len, max_bytes=400_000)
     val = stdlib_text("val", args.seq_len, max_bytes=400_000, max_windows=64)
@@ -108,7 +111,12 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     steps = args.steps or (40 if args.quick else 300)
     args.d_model, args.seq_len = 64, 64
-    modes = ["none", "aux loss (0.01)", "aux-loss-free (bias rate 1e-3)"]
+    modes = [
+        "none",
+        "aux loss (0.01)",
+        "aux-loss-free (bias rate 1e-3)",
+        "aux-loss-free (bias rate 1e-2)",
+    ]
     results = {mode: run(mode, steps, args) for mode in modes}
     print(
         f"\nMoE LM balance over {steps} steps (16 routed experts top-2 + 1 shared, 2 MoE "

@@ -137,10 +137,16 @@ class GroupedExperts(nn.Module):
                 nn.init.uniform_(bias, -bound, bound)
 
     def forward(
-        self, x: torch.Tensor, counts: torch.Tensor, expert_of_row: torch.Tensor | None = None
+        self,
+        x: torch.Tensor,
+        counts: torch.Tensor,
+        expert_of_row: torch.Tensor | None = None,
+        row_weights: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Rows of ``x`` sorted by expert, ``counts[e]`` rows for expert ``e``;
-        ``expert_of_row`` (the sorted expert ids) saves recomputing them."""
+        ``expert_of_row`` (the sorted expert ids) saves recomputing them; each output row
+        is multiplied by ``row_weights`` (applied to the hidden activation, which is
+        narrower than the output)."""
         if expert_of_row is None:
             expert_of_row = torch.repeat_interleave(
                 torch.arange(self.num_experts, device=x.device), counts, output_size=x.shape[0]
@@ -152,15 +158,24 @@ class GroupedExperts(nn.Module):
             )
         alignment = self.group_alignment or GROUP_ALIGNMENT.get(x.device.type, 1)
         if not use or alignment == 1:
-            return self._compute(x, counts, expert_of_row, use)
+            return self._compute(x, counts, expert_of_row, use, row_weights)
         destination, padded = pad_groups(expert_of_row, counts, alignment)
         rows = x.shape[0] + self.num_experts * (alignment - 1)
         padded_x = x.new_zeros(rows, x.shape[1]).index_copy(0, destination, x)
         padded_experts = expert_of_row.new_zeros(rows).index_copy(0, destination, expert_of_row)
-        return self._compute(padded_x, padded, padded_experts, use).index_select(0, destination)
+        padded_weights = None
+        if row_weights is not None:
+            padded_weights = row_weights.new_zeros(rows).index_copy(0, destination, row_weights)
+        out = self._compute(padded_x, padded, padded_experts, use, padded_weights)
+        return out.index_select(0, destination)
 
     def _compute(
-        self, x: torch.Tensor, counts: torch.Tensor, expert_of_row: torch.Tensor, use: bool
+        self,
+        x: torch.Tensor,
+        counts: torch.Tensor,
+        expert_of_row: torch.Tensor,
+        use: bool,
+        row_weights: torch.Tensor | None = None,
     ) -> torch.Tensor:
         hidden = grouped_mm(x, self.w1, counts, use_grouped_mm=use)
         if self.b1 is not None:
@@ -169,9 +184,14 @@ class GroupedExperts(nn.Module):
             hidden = F.silu(hidden) * grouped_mm(x, self.w3, counts, use_grouped_mm=use)
         else:
             hidden = F.gelu(hidden)
+        if row_weights is not None:
+            hidden = hidden * row_weights.to(hidden.dtype).unsqueeze(1)
         out = grouped_mm(hidden, self.w2, counts, use_grouped_mm=use)
         if self.b2 is not None:
-            out = out + self.b2.index_select(0, expert_of_row)
+            bias = self.b2.index_select(0, expert_of_row)
+            if row_weights is not None:
+                bias = bias * row_weights.to(bias.dtype).unsqueeze(1)
+            out = out + bias
         return out
 
     def forward_padded(self, x: torch.Tensor) -> torch.Tensor:

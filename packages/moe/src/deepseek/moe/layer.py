@@ -200,17 +200,21 @@ class MoELayer(nn.Module):
     def _dispatch_dropless(
         self, tokens: torch.Tensor, route: Any, counts: torch.Tensor
     ) -> torch.Tensor:
-        num_tokens, k = route.experts.shape
+        k = route.experts.shape[1]
         flat = route.experts.reshape(-1)  # token-major (token, slot) assignments
         order = torch.argsort(flat, stable=True)
-        # index_select everywhere: its backward is index_add_, much cheaper on the CPU
-        # than the accumulate-index_put that advanced indexing's backward runs.
-        expert_out = self.experts(tokens.index_select(0, order // k), counts, flat[order])
-        inverse = torch.empty_like(order).scatter_(
-            0, order, torch.arange(order.numel(), device=order.device)
+        token_of_row = order // k
+        # index_select / index_add: their backward passes are each other, far cheaper on
+        # the CPU than the accumulating index_put behind advanced indexing. The gate weight
+        # scales each row's hidden activation (d_hidden wide, not d_model), and the rows go
+        # straight back to their tokens: no (tokens, top_k, d_model) intermediate.
+        expert_out = self.experts(
+            tokens.index_select(0, token_of_row),
+            counts,
+            flat[order],
+            row_weights=route.weights.reshape(-1).index_select(0, order),
         )
-        per_slot = expert_out.index_select(0, inverse).view(num_tokens, k, -1)
-        return combine(per_slot, route.weights)
+        return tokens.new_zeros(tokens.shape).index_add(0, token_of_row, expert_out)
 
     def _dispatch_with_capacity(self, tokens: torch.Tensor, route: Any) -> torch.Tensor:
         num_tokens, k = route.experts.shape
