@@ -51,3 +51,23 @@ def deepseek_env_report() -> list[str]:
         f"torch.distributed backends available: {', '.join(found) or 'none'}",
         f"torch.distributed backends not available: {', '.join(missing) or 'none'}",
     ]
+
+
+def _register_config_section() -> None:
+    try:
+        from deepseek.config import register_section
+    except ImportError:  # an older deepseek-core: the section stays a plain mapping
+        return
+    register_section("distributed", "deepseek.distributed.config:DistributedConfig")
+
+
+_register_config_section()
+
+
+@hookimpl
+def deepseek_cli(parser) -> None:
+    from deepseek.distributed.launcher import add_launch_command
+    from deepseek.distributed.planner import add_plan_command
+
+    add_launch_command(parser)
+    add_plan_command(parser)
