@@ -627,6 +627,18 @@ class BertPreTrainedModel(nn.Module):
             if isinstance(module, BertEncoder):
                 module.gradient_checkpointing = False
 
+    def quantize_dynamic_int8(self) -> nn.Module:
+        """An int8 copy for CPU inference (``nn.Linear`` weights in int8, activations
+        quantized per batch) through deepseek-quant; this model is left unchanged."""
+        try:
+            from deepseek.quantization import quantize_dynamic_int8
+        except ImportError:
+            raise ImportError(
+                "dynamic int8 inference needs the deepseek-quant package: "
+                "pip install 'deepseek-nlp[quant]'"
+            ) from None
+        return quantize_dynamic_int8(self)
+
     @classmethod
     def from_pretrained(
         cls: type[M],
