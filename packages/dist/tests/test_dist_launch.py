@@ -199,7 +199,8 @@ def model():
     return torch.nn.Linear(4, 2)
 def data():
     g = torch.Generator().manual_seed(1)
-    return torch.utils.data.TensorDataset(torch.randn(32, 4, generator=g), torch.randn(32, 2, generator=g))
+    x, y = torch.randn(32, 4, generator=g), torch.randn(32, 2, generator=g)
+    return torch.utils.data.TensorDataset(x, y)
 """
 
 

@@ -98,7 +98,8 @@ class DistributedConfig:
             if absent:
                 raise _error(
                     f"distributed.gpu_ids: device(s) {absent} do not exist: this machine has "
-                    f"{count} CUDA device(s){' (CPU-only torch build)' if torch.version.cuda is None else ''}"
+                    f"{count} CUDA device(s)"
+                    f"{' (CPU-only torch build)' if torch.version.cuda is None else ''}"
                     "; list existing ones, or remove gpu_ids to run on the CPU"
                 )
 
@@ -167,12 +168,10 @@ class DistributedConfig:
         """The strategy object :meth:`strategy_spec` describes (an instance passes through)."""
         from deepseek.plugins import registry
 
-        if not isinstance(trainer_strategy, (str, dict)) and not hasattr(
-            trainer_strategy, "kwargs"
-        ):
-            if self.strategy is None:
-                self.check_devices()
-                return trainer_strategy
+        is_spec = isinstance(trainer_strategy, (str, dict)) or hasattr(trainer_strategy, "kwargs")
+        if not is_spec and self.strategy is None:
+            self.check_devices()
+            return trainer_strategy
         name, options = self.strategy_spec(trainer_strategy)
         return registry("strategy").create(name, **options)
 

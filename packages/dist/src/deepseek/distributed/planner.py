@@ -9,7 +9,8 @@ batch, found by running the model on meta tensors under
 of the repeated blocks.
 
     >>> import torch
-    >>> model = torch.nn.Sequential(torch.nn.Linear(64, 64), torch.nn.ReLU(), torch.nn.Linear(64, 8))
+    >>> layers = [torch.nn.Linear(64, 64), torch.nn.ReLU(), torch.nn.Linear(64, 8)]
+    >>> model = torch.nn.Sequential(*layers)
     >>> plan = plan_memory(lambda: model, strategies=["single", "fsdp"], world_size=2,
     ...                    batch_size=4, input_shape=(64,))
     >>> plan["single"].params == 4 * (64 * 64 + 64 + 64 * 8 + 8)
@@ -58,7 +59,7 @@ def _meta_model(factory: Callable[[], nn.Module]) -> nn.Module:
         model = factory()
     if not isinstance(model, nn.Module):
         raise TypeError(f"the model factory returned {type(model).__name__}, not an nn.Module")
-    return model
+    return model.to("meta")  # a factory that returned an already built model
 
 
 def example_input(model: nn.Module, batch_size: int, seq_len: int | None,
@@ -190,7 +191,8 @@ def format_plan(plans: dict[str, MemoryEstimate], world_size: int) -> str:
 
     lines = [
         f"per-rank memory with {world_size} rank(s) (GiB unless marked)",
-        "| strategy | params | grads | optimizer | activations | total | activations (ckpt) | total (ckpt) |",
+        "| strategy | params | grads | optimizer | activations | total "
+        "| activations (ckpt) | total (ckpt) |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for name, e in plans.items():
