@@ -100,7 +100,13 @@ def test_trainer_section_is_the_trainer_signature():
     fields = {f.name: f for f in dataclasses.fields(TrainerConfig)}
     expected = {n for n in params if n not in ("self",) and f"trainer.{n}" not in SET_ELSEWHERE}
     assert expected <= set(fields)
-    assert set(fields) - expected == {"loss", "resume"}  # loss_fn's YAML form, fit(resume=)
+    fit = {
+        n
+        for n in inspect.signature(Trainer.fit).parameters
+        if n not in ("self", "train_data", "val_data")
+    }
+    assert "resume" in fit
+    assert set(fields) - expected == {"loss"} | fit  # loss_fn's YAML form, fit's own options
     defaults = TrainerConfig()
     for name in expected - {"precision", "strategy"}:
         default = params[name].default
@@ -210,29 +216,40 @@ def test_metrics_by_name_and_module_callable(folder):
 
 
 @dataclass
-class DistOptions:
-    tensor_parallel: int = 1
-    backend: str | None = None
+class TrackingOptions:
+    every_n_steps: int = 1
+    project: str | None = None
 
 
-def test_a_package_declares_the_distributed_section():
+def test_a_package_declares_its_own_section():
     base = {"model": "m:f", "data": {"train": "d:f"}}
-    plain = parse_config({**base, "distributed": {"tensor_parallel": 2}})
-    if not isinstance(plain.distributed, Section):
-        pytest.skip("deepseek-dist registered its own section")
-    assert plain.distributed.tensor_parallel == 2 and plain.distributed.get("x", 3) == 3
-    register_section("distributed", DistOptions)
+    with pytest.raises(ConfigError, match="tracking: unknown key"):
+        parse_config({**base, "tracking": {}})
+    register_section("tracking", TrackingOptions)
     try:
-        cfg = parse_config(base, ["distributed.tensor_parallel=4"])
-        assert cfg.distributed == DistOptions(tensor_parallel=4)
-        assert parse_config(base).distributed == DistOptions()
-        with pytest.raises(ConfigError, match="distributed.tensor_paralel: unknown key. Did you"):
-            parse_config({**base, "distributed": {"tensor_paralel": 2}})
-        with pytest.raises(ConfigError, match="distributed.tensor_parallel: 'two'"):
-            parse_config({**base, "distributed": {"tensor_parallel": "two"}})
-        assert "tensor_parallel: 4" in dump_config(cfg)
+        cfg = parse_config(base, ["tracking.every_n_steps=4"])
+        assert cfg.tracking == TrackingOptions(every_n_steps=4)
+        assert parse_config(base).tracking == TrackingOptions()
+        with pytest.raises(ConfigError, match="tracking.every_n_step: unknown key. Did you"):
+            parse_config({**base, "tracking": {"every_n_step": 2}})
+        with pytest.raises(ConfigError, match="tracking.every_n_steps: 'two'"):
+            parse_config({**base, "tracking": {"every_n_steps": "two"}})
+        assert "every_n_steps: 4" in dump_config(cfg)
     finally:
-        unregister_section("distributed")
+        unregister_section("tracking")
+
+
+def test_distributed_section_is_an_object_with_attributes():
+    cfg = parse_config({"model": "m:f", "data": {"train": "d:f"}})
+    section = cfg.distributed
+    assert not isinstance(section, dict)
+    if isinstance(section, Section):  # no package declared it: the raw keys as attributes
+        cfg = parse_config({"model": "m:f", "data": {"train": "d:f"}, "distributed": {"x": 2}})
+        assert cfg.distributed.x == 2 and cfg.distributed.get("x") == 2
+    else:  # deepseek-dist's dataclass: typed, with key-path errors
+        assert dataclasses.is_dataclass(section)
+        with pytest.raises(ConfigError, match="distributed.nope: unknown key"):
+            parse_config({"model": "m:f", "data": {"train": "d:f"}, "distributed": {"nope": 1}})
 
 
 def test_print_config_shows_defaults_and_the_run_saves_it(folder, capsys):

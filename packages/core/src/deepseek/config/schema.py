@@ -222,8 +222,11 @@ class Config:
     sections: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def __getattr__(self, name: str) -> Any:
-        sections = self.__dict__.get("sections") or {}
-        if name in sections:
+        sections = self.__dict__.get("sections")
+        if sections is not None and name in sections:
+            return sections[name]
+        if sections is not None and not name.startswith("_") and section_schema(name) is not None:
+            sections[name] = _section(name, None, name)  # a declared section left out: defaults
             return sections[name]
         raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
@@ -309,6 +312,9 @@ def from_dict(cls: type, data: Any, path: str = "") -> Any:
                     value = {"name": default.name, **default.kwargs, **value}
             values[name] = _convert(hints.get(name, Any), value, key_path)
     if cls is Config:
+        for name in list(_SECTIONS):  # declared sections left out: their defaults
+            if name not in extra and name not in _CORE_KEYS:
+                extra[name] = _section(name, None, name)
         values["sections"] = extra
         _check_seed(values.get("seed"))
     return cls(**values)

@@ -14,7 +14,7 @@ value instead of a Python object:
 ``metrics``                  a list of metric names, ``{name: f1_macro}``, ``module:callable``
 ``gradient_checkpointing``   ``true``, ``selective``, ``every_n``, a name pattern, a list of
                              module class names, or a mapping of the policy's fields
-``resume``                   (``fit(resume=...)``) ``last`` or a checkpoint path
+``resume``, ...              ``Trainer.fit``'s own options (``resume: last``), derived too
 ============================ ================================================================
 
 Arguments set in another section (``batch_size`` -> ``data.batch_size``, ``seed`` ->
@@ -50,12 +50,14 @@ _YAML_FORM: dict[str, Any] = {
     "gradient_checkpointing": bool | int | str | list[str] | dict[str, Any],
 }
 
-#: YAML keys that feed a Trainer argument of another name or a method: key -> (type,
-#: default).
+#: YAML keys that feed a Trainer argument of another name: key -> (type, default).
 _EXTRA_KEYS: dict[str, tuple[Any, Any]] = {
     "loss": (Component | None, None),
-    "resume": (str | None, None),
 }
+
+#: ``Trainer.fit`` arguments that are not the data: ``resume``, ``resume_weights_only``...
+#: (derived from fit's signature like the constructor's).
+_FIT_DATA = ("self", "train_data", "val_data")
 
 _YAML_SCALARS = (bool, int, float, str, type(None))
 
@@ -78,6 +80,16 @@ def trainer_parameters() -> dict[str, inspect.Parameter]:
     }
 
 
+def fit_parameters() -> dict[str, inspect.Parameter]:
+    """``Trainer.fit``'s keyword arguments that the ``trainer`` section sets."""
+    params = inspect.signature(_trainer_class().fit).parameters
+    return {
+        name: p
+        for name, p in params.items()
+        if name not in _FIT_DATA and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+    }
+
+
 @functools.cache
 def trainer_config_class() -> type:
     """The ``TrainerConfig`` dataclass, built once from the Trainer's signature."""
@@ -97,6 +109,16 @@ def trainer_config_class() -> type:
         fields.append((name, hint, _field(default)))
     for name, (hint, default) in _EXTRA_KEYS.items():
         fields.append((name, hint, _field(default)))
+    try:
+        fit_hints = typing.get_type_hints(trainer.fit)
+    except Exception:  # noqa: BLE001 - an unresolvable annotation: unchecked
+        fit_hints = {}
+    taken = {f[0] for f in fields}
+    for name, param in fit_parameters().items():
+        if name in taken or param.default is inspect.Parameter.empty:
+            continue
+        hint = yaml_type(fit_hints.get(name, Any))
+        fields.append((name, hint, _field(_yaml_default(name, param.default))))
     required = [f for f in fields if len(f) == 2]
     optional = [f for f in fields if len(f) == 3]
     cls = dataclasses.make_dataclass(

@@ -32,7 +32,7 @@ from deepseek.config import (
 )
 from deepseek.config.options import check_options
 from deepseek.config.targets import is_target
-from deepseek.config.trainer_options import trainer_parameters
+from deepseek.config.trainer_options import fit_parameters, trainer_parameters
 from deepseek.plugins.registry import registry
 from deepseek.plugins.specs import implementation
 from deepseek.training.data import as_dataloader
@@ -469,6 +469,10 @@ def build_trainer(config: Config, config_dir: str | os.PathLike | None = None) -
     loss_fn = build_loss(t.loss, job)
     metrics = build_metrics_for(t.metrics, job)
     precision = precision_arguments(t.precision, job)
+    strategy_spec = getattr(config.distributed, "strategy_spec", None)
+    if callable(strategy_spec):  # a registered distributed section may choose the strategy
+        name, strategy_options = strategy_spec(t.strategy)
+        t.strategy = Component(name, dict(strategy_options))
     strategy = build_strategy(t.strategy, job)
     checkpointing = gradient_checkpointing_policy(t.gradient_checkpointing)
     callbacks = build_callbacks(config.callbacks, job)
@@ -528,6 +532,15 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
+def fit_options(config: Config) -> dict[str, Any]:
+    """The ``trainer`` keys that are ``Trainer.fit`` arguments (``resume``, ...)."""
+    return {
+        name: getattr(config.trainer, name)
+        for name in fit_parameters()
+        if hasattr(config.trainer, name)
+    }
+
+
 def _is_global_zero() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
@@ -540,7 +553,7 @@ def run_job(config: Config, config_dir: str | os.PathLike | None = None) -> dict
     if _is_global_zero():
         save_resolved_config(config, out)
     start = time.perf_counter()
-    trainer.fit(resume=config.trainer.resume)
+    trainer.fit(**fit_options(config))
     elapsed = time.perf_counter() - start
     csv_logger = next(cb for cb in trainer.callbacks if isinstance(cb, CSVLogger))
     plot = plot_curves(csv_logger.rows, out / "curves.png") if config.plot else None
