@@ -61,10 +61,11 @@ def test_a_world_of_one_trains_with_fsdp_and_pipeline(alone, tmp_path: Path) -> 
         if strategy == "tp":
             model = net(8)
             model.tp_plan = {"1.*.0": "colwise"}
+            data = torch.utils.data.TensorDataset(torch.randn(8, 4), torch.randn(8, 2))
             t = ds.Trainer(model, torch.optim.SGD, optimizer_kwargs={"lr": 0.1},
-                           train_data=torch.utils.data.TensorDataset(torch.randn(8, 4), torch.randn(8, 2)),
-                           batch_size=4, loss_fn=F.mse_loss, strategy="tp", max_epochs=1,
-                           enable_progress_bar=False, default_root_dir=None)  # fmt: skip
+                           train_data=data, batch_size=4, loss_fn=F.mse_loss, strategy="tp",
+                           max_epochs=1, enable_progress_bar=False,
+                           default_root_dir=None)  # fmt: skip
         else:
             t = trainer(8, strategy, tmp_path)
         t.fit()
