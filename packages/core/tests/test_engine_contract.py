@@ -16,7 +16,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, IterableDataset, TensorDataset
 
-from deepseek.callbacks import Callback, ModelCheckpoint
+from deepseek.callbacks import Callback, CSVLogger, EarlyStopping, ModelCheckpoint
 from deepseek.checkpoint import load_weights
 from deepseek.training import Trainer
 from deepseek.training.data import EpochSampler
@@ -236,13 +236,16 @@ def test_unsupported_optimizer_setups_are_short_errors():
 
 def test_validate_test_predict_with_best_and_last_checkpoints(tmp_path, capsys):
     cb = ModelCheckpoint(tmp_path / "ck" / "{epoch}", monitor="val_loss", save_top_k=1)
+    stop = EarlyStopping(monitor="val_loss", patience=10)
     model = make_model()
     trainer = Trainer(
         model, torch.optim.SGD, {"lr": 0.5}, train_data=make_data(), val_data=make_data(16, 1),
-        batch_size=8, loss_fn=nn.functional.cross_entropy, max_epochs=4, callbacks=[cb],
+        batch_size=8, loss_fn=nn.functional.cross_entropy, max_epochs=4,
+        callbacks=[cb, stop, CSVLogger(tmp_path)],
         **{**QUIET, "default_root_dir": tmp_path},
     )  # fmt: skip
     trainer.fit()
+    waited = stop.wait
     best = make_model(seed=5)
     load_weights(best, cb.best_model_path)
     expected = Trainer(best, torch.optim.SGD, {"lr": 0.1}, loss_fn=nn.functional.cross_entropy,
@@ -251,6 +254,9 @@ def test_validate_test_predict_with_best_and_last_checkpoints(tmp_path, capsys):
     assert "validate: weights from" in capsys.readouterr().err
     scores = trainer.test(make_data(16, 1))
     assert scores == {"test_loss": expected["val_loss"]}
+    assert stop.wait == waited  # validate()/test() are not fit validations
+    rows = (tmp_path / "metrics.csv").read_text().splitlines()
+    assert rows[0].split(",")[-1] == "test_loss" and rows[-1].endswith(str(scores["test_loss"]))
     x = make_data(16, 1).tensors[0]
     predicted = trainer.predict(TensorDataset(x), ckpt_path=cb.best_model_path)
     torch.testing.assert_close(predicted, best(x).detach())

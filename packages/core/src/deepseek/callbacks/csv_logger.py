@@ -69,7 +69,8 @@ class CSVLogger(Callback):
             self.log(trainer, train)
 
     def on_validation_end(self, trainer: Trainer) -> None:
-        self.log(trainer, {k: v for k, v in trainer.metrics.items() if k.startswith("val_")})
+        prefix = "test_" if getattr(trainer, "stage", None) == "test" else "val_"
+        self.log(trainer, {k: v for k, v in trainer.metrics.items() if k.startswith(prefix)})
 
     def on_train_epoch_end(self, trainer: Trainer) -> None:
         self.flush(trainer)

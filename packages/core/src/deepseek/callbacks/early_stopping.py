@@ -53,6 +53,8 @@ class EarlyStopping(Callback):
             )
 
     def on_validation_end(self, trainer: Trainer) -> None:
+        if getattr(trainer, "stage", "fit") != "fit":  # validate()/test() alone: not a fit
+            return
         if self.monitor not in trainer.metrics:
             raise KeyError(
                 f"EarlyStopping monitors {self.monitor!r}, which validation did not log; "
