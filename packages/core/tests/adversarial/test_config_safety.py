@@ -278,3 +278,14 @@ def test_no_yaml_python_tags(tmp_path):
     with pytest.raises(ConfigError, match="not valid YAML"):
         loads("model: !!python/object/apply:os.system ['true']")
     assert os.path.exists(tmp_path)
+
+
+def test_a_config_module_can_import_its_siblings(tmp_path):
+    """The folder is appended to sys.path, so the user's module may import its helpers."""
+    (tmp_path / "sibling_helpers_q.py").write_text("WIDTH = 5\n")
+    (tmp_path / "sibling_model_q.py").write_text(
+        "import torch\nfrom sibling_helpers_q import WIDTH\n"
+        "def model():\n    return torch.nn.Linear(4, WIDTH)\n"
+    )
+    factory = import_target("sibling_model_q:model", "model.name", config_dir=tmp_path)
+    assert factory().out_features == 5
