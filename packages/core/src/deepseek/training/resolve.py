@@ -154,3 +154,17 @@ def resolve_metrics(metrics: Any) -> Any:
 
     built = build_metrics(metrics)
     return MetricCollection(built) if built else None
+
+
+def __getattr__(name: str) -> Any:
+    if name == "BUILTIN_METRICS":  # removed in 0.3: metrics live in deepseek.metrics
+        warnings.warn(
+            "deepseek.training.resolve.BUILTIN_METRICS is deprecated; use "
+            "deepseek.metrics.build_metrics(names)",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        from deepseek.metrics import build_metrics
+
+        return build_metrics(["accuracy"])
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
