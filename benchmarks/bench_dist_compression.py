@@ -78,7 +78,7 @@ def main() -> None:
     base = result["none (DDP)"]
     print(f"model: {base['params'] / 1e6:.1f}M parameters, 2 gloo ranks; accuracy: quickstart "
           f"CNN, {epochs} epoch(s), global batch 32")  # fmt: skip
-    print("| compression | bytes / step | vs DDP | fewer bytes | val accuracy | vs DDP (points) |")
+    print("| compression | bytes / step | vs DDP | fewer bytes | val accuracy | vs DDP (pts) |")
     print("|---|---|---|---|---|---|")
     for label, r in result.items():
         ratio = r["bytes"] / base["bytes"]
