@@ -82,8 +82,9 @@ def main() -> None:
     print("|---|---|---|---|---|---|")
     for label, r in result.items():
         ratio = r["bytes"] / base["bytes"]
+        delta = 100 * (r["accuracy"] - base["accuracy"])
         print(f"| {label} | {r['bytes']:,} | {ratio:.4f}x | {100 * (1 - ratio):.1f}% | "
-              f"{100 * r['accuracy']:.1f}% | {100 * (r['accuracy'] - base['accuracy']):+.1f} |")  # fmt: skip
+              f"{100 * r['accuracy']:.1f}% | {delta:+.1f} |")  # fmt: skip
 
 
 if __name__ == "__main__":
