@@ -170,3 +170,21 @@ def test_networks_reject_bad_inputs(make, x, match):
 def test_networks_reject_bad_arguments(make, match):
     with pytest.raises(ValueError, match=match):
         make()
+
+
+def test_unet_equals_monai_basic_unet_on_the_same_weights():
+    monai_nets = pytest.importorskip("monai.networks.nets")
+    from deepseek.vision.networks import convert_monai_basic_unet_state_dict
+
+    torch.manual_seed(0)
+    theirs = monai_nets.BasicUNet(3, 2, 3, features=(4, 4, 8, 16, 32, 4)).eval()
+    ours = UNet(3, 2, 3, features=(4, 4, 8, 16, 32)).eval()
+    ours.load_state_dict(convert_monai_basic_unet_state_dict(theirs.state_dict(), ours))
+    x = torch.randn(1, 2, 32, 32, 32)
+    with torch.no_grad():
+        # MONAI's conv biases are kept here: instance norm cancels them.
+        torch.testing.assert_close(ours(x), theirs(x), atol=1e-5, rtol=1e-4)
+    with pytest.raises(ValueError, match="does not fit"):
+        convert_monai_basic_unet_state_dict(
+            theirs.state_dict(), UNet(3, 2, 3, features=(4, 8, 8, 16, 16))
+        )

@@ -96,7 +96,7 @@ def make_ct_phantom(
             _ellipsoid(
                 coords,
                 centre,
-                (rand(0.18, 0.25), rand(0.1, 0.14), rand(0.1, 0.14)),
+                (rand(0.2, 0.28), rand(0.13, 0.17), rand(0.12, 0.16)),
                 _rotation(g, 0.4),
             )
             & body

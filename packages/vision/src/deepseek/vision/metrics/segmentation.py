@@ -151,36 +151,61 @@ def hausdorff_distance_95(
     return out
 
 
-class _MeanMetric:
-    """Running mean of per-sample, per-class scores (NaNs skipped), kept on the device."""
+try:  # core's accumulating-metric base: sums reduced across ranks in compute()
+    from deepseek.metrics import Metric as _Base
+    from deepseek.metrics import MetricUnavailable
+except ImportError:  # pragma: no cover - older deepseek-core
+
+    class _Base:  # type: ignore[no-redef]
+        def __init__(self) -> None:
+            self.reset()
+
+        def compute(self) -> torch.Tensor:
+            return self._compute({n: getattr(self, n) for n in self._sum_states})
+
+    class MetricUnavailable(ValueError):  # type: ignore[no-redef]
+        pass
+
+
+class _MeanMetric(_Base):
+    """Mean of per-sample, per-class scores over everything since ``reset()`` (NaNs, i.e.
+    empty classes, skipped). The sum and count stay on the device until ``compute()``."""
 
     higher_is_better = True
+    _sum_states = ("total", "count")
 
     def __init__(self, num_classes: int | None = None, include_background: bool = False) -> None:
         self.num_classes = num_classes
         self.include_background = include_background
-        self.reset()
+        super().__init__()
 
     def scores(self, preds: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
     def reset(self) -> None:
-        self._sum: torch.Tensor | float = 0.0
-        self._count: torch.Tensor | float = 0.0
+        self.total = torch.zeros((), dtype=torch.float64)
+        self.count = torch.zeros((), dtype=torch.float64)
 
     def update(self, preds: torch.Tensor, target: torch.Tensor) -> None:
-        s = self.scores(preds.detach(), target.detach())
+        if isinstance(preds, (list, tuple)):  # deep supervision heads: score the final one
+            preds = preds[0]
+        try:
+            s = self.scores(preds.detach(), target.detach())
+        except ValueError as exc:
+            raise MetricUnavailable(str(exc)) from None
         valid = ~torch.isnan(s)
-        self._sum = self._sum + torch.where(valid, s, torch.zeros_like(s)).sum()
-        self._count = self._count + valid.sum()
+        device = s.device
+        self.total = self.total.to(device) + torch.where(valid, s, torch.zeros_like(s)).sum()
+        self.count = self.count.to(device) + valid.sum()
 
-    def compute(self) -> torch.Tensor:
-        if isinstance(self._count, float) or int(self._count) == 0:
-            return torch.tensor(float("nan"))
-        return (self._sum / self._count).float()
+    def _compute(self, states: dict[str, torch.Tensor]) -> torch.Tensor:
+        total, count = states["total"], states["count"]
+        return torch.where(count > 0, total / count.clamp_min(1), torch.nan).float()
 
     def __call__(self, preds: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """The batch's mean score (the accumulated state is not touched)."""
+        if isinstance(preds, (list, tuple)):
+            preds = preds[0]
         return torch.nanmean(self.scores(preds.detach(), target.detach()))
 
 

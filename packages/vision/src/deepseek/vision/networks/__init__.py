@@ -8,7 +8,7 @@ from deepseek.vision.networks.resnet import (
     resnet34,
     resnet50,
 )
-from deepseek.vision.networks.unet import UNet, UNetPlusPlus
+from deepseek.vision.networks.unet import UNet, UNetPlusPlus, convert_monai_basic_unet_state_dict
 from deepseek.vision.networks.unetr import UNETR
 from deepseek.vision.networks.vit import ViT
 
@@ -20,6 +20,7 @@ __all__ = [
     "UNet",
     "UNetPlusPlus",
     "ViT",
+    "convert_monai_basic_unet_state_dict",
     "resnet18",
     "resnet34",
     "resnet50",

@@ -27,7 +27,7 @@ from deepseek.vision.networks.blocks import (
     conv_transpose,
 )
 
-__all__ = ["UNet", "UNetPlusPlus", "UpBlock"]
+__all__ = ["UNet", "UNetPlusPlus", "UpBlock", "convert_monai_basic_unet_state_dict"]
 
 
 class UpBlock(nn.Module):
@@ -179,3 +179,39 @@ class UNetPlusPlus(nn.Module):
             return self.heads[-1](top[-1])
         # heads[j-1] reads X[0][j]; returned final first.
         return [self.heads[j - 1](top[j]) for j in range(len(top) - 1, 0, -1)]
+
+
+def convert_monai_basic_unet_state_dict(
+    state_dict: dict[str, torch.Tensor], model: UNet
+) -> dict[str, torch.Tensor]:
+    """A state dict for ``model`` from a ``monai.networks.nets.BasicUNet`` one.
+
+    ``UNet(features=(f, f, 2f, 4f, 8f))`` has the layers of ``BasicUNet(features=(f, f, 2f,
+    4f, 8f, f))`` (MONAI's default with ``f = 32``; instance norm, LeakyReLU 0.1). MONAI's
+    conv biases in front of instance norm are dropped: the norm subtracts the per-channel
+    mean, so they never change the output. Tensors are matched in order, shapes checked.
+
+    >>> import torch
+    >>> net = UNet(3, 1, 2, features=(4, 4, 8))
+    >>> convert_monai_basic_unet_state_dict({}, net)
+    Traceback (most recent call last):
+    ...
+    ValueError: BasicUNet state dict has 0 tensors (after dropping conv biases) but UNet has 36
+    """
+    theirs = [(k, v) for k, v in state_dict.items() if not k.endswith(".conv.bias")]
+    mine = model.state_dict()
+    if len(theirs) != len(mine):
+        raise ValueError(
+            f"BasicUNet state dict has {len(theirs)} tensors (after dropping conv biases) but "
+            f"{type(model).__name__} has {len(mine)}"
+        )
+    out = {}
+    for (key, value), (their_key, source) in zip(mine.items(), theirs):
+        if value.shape != source.shape:
+            raise ValueError(
+                f"{key} {tuple(value.shape)} does not fit MONAI's {their_key} "
+                f"{tuple(source.shape)}; use features=(f, f, 2f, 4f, 8f) for "
+                "BasicUNet(features=(f, f, 2f, 4f, 8f, f))"
+            )
+        out[key] = source
+    return out

@@ -137,10 +137,11 @@ class RandomElasticDeformation(RandomTransform):
             raise ValueError(f"padding_mode must be one of {PADDING_MODES}, got {padding_mode!r}")
         self.padding_mode = padding_mode
 
-    def displacement(
+    def _coarse_displacement(
         self, shape: Sequence[int], generator: torch.Generator, device: torch.device
     ) -> torch.Tensor:
-        """The displacement field in voxels, ``(k, *shape)`` in spatial-axis order."""
+        """``(1, k, *coarse)`` smoothed displacement in voxels (spatial-axis order) on the
+        control-point grid, whose corners coincide with the volume's corners."""
         alpha = float(uniform(generator, *self.alpha))
         sigma = float(uniform(generator, *self.sigma))
         step = max(1, int(sigma // 2))
@@ -151,19 +152,32 @@ class RandomElasticDeformation(RandomTransform):
         field = gaussian_smooth(noise, sigma / step)
         # Largest |component| -> alpha voxels (a tensor op: no host sync).
         peak = field.abs().amax(dim=tuple(range(2, k + 2)), keepdim=True).clamp_min(1e-12)
-        field = field * (alpha / peak)
-        mode = "trilinear" if k == 3 else "bilinear"
+        return field * (alpha / peak)
+
+    def displacement(
+        self, shape: Sequence[int], generator: torch.Generator, device: torch.device
+    ) -> torch.Tensor:
+        """The full-resolution displacement in voxels, ``(k, *shape)`` in spatial-axis order
+        (what :meth:`apply` adds to each voxel's position for the same generator state)."""
+        field = self._coarse_displacement(shape, generator, device)
+        mode = "trilinear" if len(shape) == 3 else "bilinear"
         return F.interpolate(field, size=tuple(shape), mode=mode, align_corners=True)[0]
 
     def apply(self, image, label, generator):
-        shape = image.shape[1:]
+        shape = tuple(image.shape[1:])
         k = len(shape)
-        disp = self.displacement(shape, generator, image.device)
-        # voxels -> normalised [-1, 1] units (align_corners=True), in grid_sample's x,y,z order.
+        field = self._coarse_displacement(shape, generator, image.device)
+        coarse = field.shape[2:]
+        # Voxels -> grid_sample's normalised units (align_corners=True), x/y/z channel order.
         scale = torch.tensor([2.0 / max(s - 1, 1) for s in shape], device=image.device)
-        disp = (disp * scale.view(k, *([1] * k))).flip(0).movedim(0, -1).unsqueeze(0)
-        grid = identity_grid(shape, image.device, disp.dtype) + disp
-        return resample(image, label, grid, self.padding_mode)
+        field = (field * scale.view(1, k, *([1] * k))).flip(1)
+        # The identity is linear in the position, so it can be added on the coarse grid:
+        # one (tri)linear upsampling then yields the full sampling grid, with no
+        # full-resolution identity grid or addition.
+        identity = identity_grid(coarse, image.device, field.dtype).movedim(-1, 1)
+        mode = "trilinear" if k == 3 else "bilinear"
+        grid = F.interpolate(identity + field, size=shape, mode=mode, align_corners=True)
+        return resample(image, label, grid.movedim(1, -1).contiguous(), self.padding_mode)
 
 
 class RandomAffine(RandomTransform):
