@@ -72,19 +72,26 @@ class IndexSelectMoE(nn.Module):
         return out + self.layer.shared_experts(x)
 
 
-def tokens_per_second(fn, x: torch.Tensor, params: list[torch.Tensor], repeats: int) -> float:
+def step_seconds(fn, x: torch.Tensor, probe: torch.Tensor, params: list) -> float:
+    for p in params:
+        p.grad = None
+    xi = x.detach().requires_grad_()
+    start = time.perf_counter()
+    (fn(xi) * probe).sum().backward()
+    return time.perf_counter() - start
+
+
+def interleaved_tokens_per_second(rows, x: torch.Tensor, repeats: int) -> list[float]:
+    """Best of ``repeats`` timed steps each, taken round-robin (one step of every
+    implementation per round) so that a change in machine load hits all of them."""
     probe = torch.randn_like(x)
-    best = float("inf")
-    for i in range(repeats + 1):
-        for p in params:
-            p.grad = None
-        xi = x.detach().requires_grad_()
-        start = time.perf_counter()
-        (fn(xi) * probe).sum().backward()
-        elapsed = time.perf_counter() - start
-        if i:  # the first call warms up
-            best = min(best, elapsed)
-    return x.shape[0] / best
+    best = [float("inf")] * len(rows)
+    for round_ in range(repeats + 1):
+        for i, (_, fn, params) in enumerate(rows):
+            seconds = step_seconds(fn, x, probe, params)
+            if round_:  # round 0 warms up
+                best[i] = min(best[i], seconds)
+    return [x.shape[0] / s for s in best]
 
 
 def main() -> None:
@@ -126,7 +133,8 @@ def main() -> None:
         ("previous index-select loop", old, list(old.parameters())),
         (f"dense SwiGLU FFN, hidden {(top_k + shared) * width}", dense, list(dense.parameters())),
     ]
-    results = [(name, tokens_per_second(fn, x, params, args.repeats)) for name, fn, params in rows]
+    speeds = interleaved_tokens_per_second(rows, x, args.repeats)
+    results = [(name, tps) for (name, _, _), tps in zip(rows, speeds)]
     ours = results[0][1]
     print(
         f"\nMoE layer fwd+bwd, fp32 CPU, {torch.get_num_threads()} thread(s): {experts} routed "

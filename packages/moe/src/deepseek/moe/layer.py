@@ -181,7 +181,7 @@ class MoELayer(nn.Module):
             )
         tokens = x.reshape(-1, self.d_model)
         route = self.router(tokens)
-        counts = torch.bincount(route.experts.reshape(-1), minlength=self.num_experts)
+        counts = expert_counts(route.experts.reshape(-1), self.num_experts)
         self._record_statistics(route, counts)
         if self.ep_size > 1:
             from deepseek.moe.parallel import expert_parallel_dispatch
@@ -272,9 +272,26 @@ class MoELayer(nn.Module):
         tensor([-0.1000,  0.1000])
         """
         load = self.load_since_update if load is None else load.to(self.load_since_update)
-        if load.sum() > 0:
-            self.router.score_bias += rate * torch.sign(load.mean() - load)
+        # No load (sign 0) leaves the bias as it is; no host-side check needed.
+        self.router.score_bias += rate * torch.sign(load.mean() - load)
         self.load_since_update.zero_()
+
+
+def expert_counts(expert_ids: torch.Tensor, num_experts: int) -> torch.Tensor:
+    """How many entries of ``expert_ids`` name each expert, ``(num_experts,)`` int64.
+
+    ``bincount(minlength=E)`` on the CPU; elsewhere a ``scatter_add_`` into ``E`` zeros,
+    because CUDA's ``bincount`` reads the largest id on the host (a synchronisation).
+    Ids equal to ``num_experts`` (the expert-parallel "dropped" sentinel) are not counted.
+
+    >>> import torch
+    >>> expert_counts(torch.tensor([2, 0, 2, 4]), 4)
+    tensor([1, 0, 2, 0])
+    """
+    if expert_ids.device.type == "cpu":
+        return torch.bincount(expert_ids, minlength=num_experts + 1)[:num_experts]
+    counts = torch.zeros(num_experts + 1, dtype=torch.long, device=expert_ids.device)
+    return counts.scatter_add_(0, expert_ids, torch.ones_like(expert_ids))[:num_experts]
 
 
 def combine(per_slot: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
@@ -291,7 +308,7 @@ def capacity_mask(
     sort, no one-hot matrix, no host synchronisation."""
     flat = experts.t().reshape(-1)
     order = torch.argsort(flat, stable=True)
-    counts = torch.bincount(flat, minlength=num_experts)
+    counts = expert_counts(flat, num_experts)
     starts = torch.cumsum(counts, 0) - counts
     ranks = torch.arange(flat.numel(), device=flat.device) - starts[flat[order]]
     position = torch.empty_like(ranks).scatter_(0, order, ranks)

@@ -116,7 +116,9 @@ def expert_parallel_dispatch(layer: Any, tokens: torch.Tensor, route: Any) -> to
     else:
         layer.dropped_tokens = torch.zeros((), dtype=torch.long, device=tokens.device)
     order = torch.argsort(flat, stable=True)
-    send_counts = torch.bincount(flat, minlength=num_experts + 1)[:num_experts]
+    from deepseek.moe.layer import expert_counts
+
+    send_counts = expert_counts(flat, num_experts)
     recv_counts = torch.empty_like(send_counts)
     dist.all_to_all_single(recv_counts, send_counts, group=group)
     splits = torch.cat([send_counts.view(ep, local).sum(1), recv_counts.view(ep, local).sum(1)])
