@@ -72,12 +72,13 @@ _CRASH_CHILD = textwrap.dedent(
     path = sys.argv[1]
     model = {f"layer{i}.weight": torch.empty(256, 1024) for i in range(4)}  # 4 MiB
     optim = {"exp_avg": torch.empty(512, 1024)}  # 2 MiB
-    print("ready", flush=True)
     version = 1
     while True:  # save over and over until killed
         for tensor in [*model.values(), *optim.values()]:
             tensor.fill_(version)
         save_checkpoint(path, model, {"version": version, "optim": optim}, {"version": version})
+        if version == 1:
+            print("ready", flush=True)  # one save done: the kills land in later ones
         version += 1
     """
 )

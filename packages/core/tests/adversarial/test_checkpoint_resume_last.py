@@ -132,3 +132,28 @@ def test_another_optimizer_class_is_a_clear_error(tmp_path: Path) -> None:
         r"SGD.*load_weights",
     ):
         sgd.fit(resume="last")
+
+
+def test_weights_only_restore_starts_a_fresh_run_from_the_weights(tmp_path: Path) -> None:
+    from deepseek.checkpoint import load_weights
+    from deepseek.training import checkpointing
+
+    first = tiny_trainer(
+        tmp_path,
+        [ModelCheckpoint()],
+        max_epochs=1,
+        optimizer=torch.optim.AdamW,
+        optimizer_kwargs={"lr": 0.01},
+    )
+    first.fit()
+    sgd = tiny_trainer(tmp_path / "b", [], max_epochs=1)
+    path = checkpointing.restore(
+        sgd, tmp_path / "checkpoints" / "epoch_1-step_4", weights_only=True
+    )
+    assert path is not None and sgd.global_step == 0
+    reference = tiny_trainer(tmp_path / "c", [], max_epochs=1).model
+    load_weights(reference, path)
+    for a, b in zip(sgd.model.parameters(), reference.parameters()):
+        assert torch.equal(a, b)
+    sgd.fit()
+    assert sgd.global_step == 4

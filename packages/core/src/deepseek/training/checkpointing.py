@@ -121,13 +121,22 @@ def resolve_resume_path(trainer: Trainer, resume: str | os.PathLike) -> Path | N
         return None
 
 
-def restore(trainer: Trainer, resume: str | os.PathLike) -> Path | None:
+def restore(
+    trainer: Trainer, resume: str | os.PathLike, *, weights_only: bool = False
+) -> Path | None:
     """Load model, optimizer, scheduler, precision, progress, metrics and callback state
-    from a checkpoint. The RNG state is kept aside for ``apply_pending_rng``."""
+    from a checkpoint. The RNG state is kept aside for ``apply_pending_rng``.
+
+    ``weights_only=True`` loads only the model weights (from a full or a weights-only
+    checkpoint) and starts a fresh run from them: new optimizer, step 0. That is the way
+    to continue with another optimizer class."""
     path = resolve_resume_path(trainer, resume)
     if path is None:
         return None
     checkpoint = trainer.strategy.load_checkpoint(path)
+    if weights_only:
+        trainer.strategy.load_model_state_dict(trainer.model, checkpoint.model_state)
+        return path
     if checkpoint.trainer_state is None:
         raise ValueError(
             f"{path} is a weights-only checkpoint: it has no optimizer or progress "
@@ -217,8 +226,8 @@ def _check_optimizers(trainer: Trainer, state: dict[str, Any], path: Path) -> No
                 f"{path} was saved with optimizer {before}, but this run uses {now}: the "
                 "saved optimizer state (moments, step counts) does not apply to another "
                 f"optimizer. Resume with {before.rsplit('.', 1)[-1]}, or start a new run from "
-                "the weights only: deepseek.checkpoint.load_weights(model, path), then fit "
-                "without resume"
+                "the weights only (weights_only resume: "
+                "deepseek.checkpoint.load_weights(model, path), then fit without resume)"
             )
 
 
