@@ -5,8 +5,8 @@ Question: ``deepseek.metrics`` updates sufficient statistics per validation batc
 the end. Against the reference (concatenate every batch, then scikit-learn's
 ``accuracy_score`` / ``f1_score(average="macro")`` / ``roc_auc_score`` /
 ``mean_squared_error`` on the whole set), how long does a whole epoch take, and are the
-values equal? Per-batch averaging (the old Trainer behaviour) is shown for the value
-difference it makes.
+values equal? Both run on one thread. Per-batch averaging (the old Trainer behaviour) is
+shown for the value difference it makes.
 
 Run: ``python benchmarks/bench_metrics_accumulate.py [--quick]``
 """
@@ -72,6 +72,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args()
+    torch.set_num_threads(1)  # scikit-learn runs on one thread too; and the machine is shared
     n, classes, batch = (20_000, 10, 250) if args.quick else (100_000, 10, 250)
     repeats = 3 if args.quick else 5
     logits, target = data(n, classes)

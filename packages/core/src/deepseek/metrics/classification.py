@@ -255,12 +255,12 @@ class AUROC(Metric):
         if self.logits and scores.shape[1] > 1:
             scores = scores.softmax(-1)
         if scores.shape[1] == 1:
-            return _binary_auroc(scores[:, 0].double(), targets == 1, self.name)
+            return _binary_auroc(scores[:, 0], targets == 1, self.name)
         values = []
         for c in range(scores.shape[1]):
             positive = targets == c
             if 0 < int(positive.sum()) < positive.numel():
-                values.append(_binary_auroc(scores[:, c].double(), positive, self.name))
+                values.append(_binary_auroc(scores[:, c], positive, self.name))
         if not values:
             raise MetricUnavailable(f"{self.name}: needs samples of at least two classes")
         return torch.stack(values).mean()
@@ -276,12 +276,12 @@ class AUROC(Metric):
     def _local(self) -> torch.Tensor:
         scores, targets = torch.cat(self.scores), torch.cat(self.targets)
         if scores.shape[1] == 1:
-            return _binary_auroc(scores[:, 0].double(), targets == 1, self.name)
+            return _binary_auroc(scores[:, 0], targets == 1, self.name)
         return torch.tensor(math.nan)
 
 
 def _binary_auroc(scores: torch.Tensor, positive: torch.Tensor, metric: str) -> torch.Tensor:
-    """Mann-Whitney U / (n_pos * n_neg), ties counted half (average ranks)."""
+    """Mann-Whitney U / (n_pos * n_neg), ties counted half (average ranks); one sort."""
     n_pos = int(positive.sum())
     n_neg = positive.numel() - n_pos
     if n_pos == 0 or n_neg == 0:
@@ -289,9 +289,11 @@ def _binary_auroc(scores: torch.Tensor, positive: torch.Tensor, metric: str) -> 
             f"{metric}: needs both positive and negative targets, got only "
             f"{'negatives' if n_pos == 0 else 'positives'} ({positive.numel()} samples)"
         )
-    _, inverse, counts = torch.unique(scores, sorted=True, return_inverse=True, return_counts=True)
-    last_rank = counts.cumsum(0).double()
-    average_rank = last_rank - (counts.double() - 1) / 2  # 1-based ranks, ties averaged
-    ranks = average_rank[inverse]
-    u = ranks[positive].sum() - n_pos * (n_pos + 1) / 2
-    return u / (n_pos * n_neg)
+    ordered, order = torch.sort(scores)
+    starts = torch.ones_like(ordered, dtype=torch.bool)
+    starts[1:] = ordered[1:] != ordered[:-1]
+    group = starts.cumsum(0) - 1  # tie group of each sorted score
+    counts = torch.bincount(group).double()
+    average_rank = counts.cumsum(0) - (counts - 1) / 2  # 1-based ranks, ties averaged
+    rank_sum = average_rank[group][positive[order]].sum()
+    return (rank_sum - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
