@@ -71,6 +71,8 @@ STRATEGIES = {
         {"name": "pipeline", "num_microbatches": 2, "schedule": "1f1b"},
         lambda world: 1,
     ),
+    "fsdp_sharded": ({"name": "fsdp", "checkpoint": "sharded"}, lambda world: world),
+    "tp_sharded": ({"name": "tp", "checkpoint": "sharded"}, lambda world: 1),
     "2d": ({"name": "2d", "tp": 2}, lambda world: world // 2),  # run with 4 processes
 }
 
@@ -84,6 +86,17 @@ class SaveAfterFirstEpoch(Callback):
     def on_train_epoch_end(self, trainer) -> None:
         if trainer.current_epoch == 0:
             trainer.save_checkpoint(self.path)
+
+
+def weights(trainer) -> dict[str, torch.Tensor]:
+    """The whole model's weights whatever the checkpoint layout (sharded strategies save
+    no gathered state dict)."""
+    if getattr(trainer.strategy, "checkpoint", "full") == "sharded":
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+        options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+        return get_model_state_dict(trainer.model, options=options)
+    return trainer.strategy.model_state_dict(trainer.model)
 
 
 def per_rank_batch(replicas, world: int) -> int:
@@ -128,7 +141,7 @@ def build(name: str, strategy, data_parallel: bool, world: int, epochs: int):
     )
 
 
-def main(out: Path, names: list[str]) -> None:
+def main(out: Path, names: list[str], resume_from: str | None = None) -> None:
     torch.set_num_threads(1)
     import torch.distributed as dist
 
@@ -137,19 +150,26 @@ def main(out: Path, names: list[str]) -> None:
     ddist.init_process_group("gloo", timeout_s=120)
     rank, world = dist.get_rank(), dist.get_world_size()
     result: dict = {}
+    if resume_from:  # only: continue a checkpoint written by another world size
+        (name,) = names
+        strategy, data_parallel = STRATEGIES[name]
+        resumed = build(name, strategy, data_parallel, world, epochs=2)
+        resumed.fit(resume=resume_from)
+        result[f"{name}/resumed_from_other_world"] = weights(resumed)
+        names = []
     for name in names:
         strategy, data_parallel = STRATEGIES[name]
         ckpt = out / f"{name}-epoch1"
         full = build(name, strategy, data_parallel, world, epochs=2)
         full.callbacks.append(SaveAfterFirstEpoch(ckpt))
         full.fit()
-        result[f"{name}/state"] = full.strategy.model_state_dict(full.model)
+        result[f"{name}/state"] = weights(full)
         result[f"{name}/steps"] = full.global_step
         result[f"{name}/loss"] = float(full.metrics["train_loss"])
 
         resumed = build(name, strategy, data_parallel, world, epochs=2)
         resumed.fit(resume=ckpt)
-        result[f"{name}/resumed"] = resumed.strategy.model_state_dict(resumed.model)
+        result[f"{name}/resumed"] = weights(resumed)
         result[f"{name}/resumed_steps"] = resumed.global_step
     if rank == 0:
         torch.save(result, out / "rank0.pt")
@@ -158,4 +178,4 @@ def main(out: Path, names: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]), sys.argv[2].split(","))
+    main(Path(sys.argv[1]), sys.argv[2].split(","), *sys.argv[3:4])

@@ -56,6 +56,7 @@ def results(tmp_path_factory: pytest.TempPathFactory) -> dict:
     out4 = tmp_path_factory.mktemp("strategies4")
     torchrun(WORKER, str(out4), "2d", nproc=4)  # a 2 x 2 (dp, tp) mesh
     found.update(torch.load(out4 / "rank0.pt", weights_only=True))
+    found["out"] = out
     return found
 
 
@@ -94,3 +95,62 @@ def test_gradient_sum_really_sums(results: dict) -> None:
     average, _ = reference("ddp_sum", scale=1.0)  # the same run, averaged
     summed = results["ddp_sum/state"]
     assert any(not torch.allclose(summed[k], average[k]) for k in average)
+
+
+# --- sharded checkpoints (torch.distributed.checkpoint) across world sizes ---------------
+
+
+@pytest.fixture
+def alone(monkeypatch: pytest.MonkeyPatch):
+    for name in TORCHRUN_VARS:
+        monkeypatch.delenv(name, raising=False)
+    import deepseek.distributed as ddist
+
+    yield
+    if ddist.is_initialized():
+        ddist.destroy_process_group()
+
+
+def one_process(name: str, epochs: int, callbacks=()) -> ds.Trainer:
+    strategy, _ = worker.STRATEGIES[name]
+    trainer = worker.build(name, strategy, lambda world: 1, 1, epochs)
+    trainer.callbacks.extend(callbacks)
+    return trainer
+
+
+def test_sharded_checkpoint_from_2_ranks_resumes_in_one_process(results: dict, alone) -> None:
+    checkpoint = results["out"] / "fsdp_sharded-epoch1"
+    assert (checkpoint / "sharded" / ".metadata").is_file()
+    trainer = one_process("fsdp_sharded", epochs=2)
+    trainer.fit(resume=checkpoint)
+    assert trainer.global_step == 4
+    assert_close(worker.weights(trainer), results["fsdp_sharded/state"])
+    trainer.strategy.teardown()
+
+
+def test_sharded_checkpoint_from_one_process_resumes_on_2_ranks(
+    results: dict, alone, tmp_path: Path
+) -> None:
+    checkpoint = tmp_path / "epoch1"
+    trainer = one_process("fsdp_sharded", 2, [worker.SaveAfterFirstEpoch(checkpoint)])
+    trainer.fit()
+    expected = worker.weights(trainer)
+    trainer.strategy.teardown()
+    torchrun(WORKER, str(tmp_path), "fsdp_sharded", str(checkpoint))
+    resumed = torch.load(tmp_path / "rank0.pt", weights_only=True)
+    assert_close(resumed["fsdp_sharded/resumed_from_other_world"], expected)
+
+
+def test_consolidate_merges_the_shards_into_one_safetensors(results: dict, tmp_path: Path) -> None:
+    from safetensors.torch import load_file
+
+    checkpoint = results["out"] / "fsdp_sharded-epoch1"
+    out = tmp_path / "model.safetensors"
+    proc = subprocess.run(
+        [sys.executable, "-m", "deepseek.cli", "checkpoint", "consolidate", str(checkpoint),
+         "--out", str(out)], capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    merged = load_file(out)
+    expected, _ = reference("fsdp_sharded", epochs=1)
+    assert_close(merged, expected)

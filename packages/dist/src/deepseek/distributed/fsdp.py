@@ -66,10 +66,11 @@ class FSDPStrategy(DTensorStrategy):
         cpu_offload: bool = False,
         reduce_strategy: str = "gradient_average",
         mixed_precision: bool | str = "auto",
+        checkpoint: str = "full",
         timeout_s: float | None = None,
         backend: str | None = None,
     ) -> None:
-        super().__init__(timeout_s=timeout_s, backend=backend)
+        super().__init__(checkpoint=checkpoint, timeout_s=timeout_s, backend=backend)
         for name, value in (
             ("reshard_after_forward", reshard_after_forward),
             ("cpu_offload", cpu_offload),

@@ -66,8 +66,10 @@ _register_config_section()
 
 @hookimpl
 def deepseek_cli(parser) -> None:
+    from deepseek.distributed.checkpoint import add_checkpoint_command
     from deepseek.distributed.launcher import add_launch_command
     from deepseek.distributed.planner import add_plan_command
 
     add_launch_command(parser)
     add_plan_command(parser)
+    add_checkpoint_command(parser)

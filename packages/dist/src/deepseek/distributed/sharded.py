@@ -6,6 +6,7 @@ loads with any world size), the global gradient norm over shards, and the block 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -59,9 +60,24 @@ class DTensorStrategy(ProcessGroupStrategy):
 
     name = "dtensor"
 
-    def __init__(self, *, timeout_s: float | None = None, backend: str | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        checkpoint: str = "full",
+        timeout_s: float | None = None,
+        backend: str | None = None,
+    ) -> None:
         super().__init__(timeout_s=timeout_s, backend=backend)
+        if checkpoint not in ("full", "sharded"):
+            raise ValueError(f"checkpoint must be 'full' or 'sharded', got {checkpoint!r}")
+        self.checkpoint = checkpoint
         self._model: nn.Module | None = None
+        self._optimizers: list[torch.optim.Optimizer] = []
+        self._loaded_sharded = False
+
+    def setup_optimizer(self, optimizer: torch.optim.Optimizer) -> torch.optim.Optimizer:
+        self._optimizers.append(optimizer)
+        return optimizer
 
     def _full(self, **extra: Any) -> StateDictOptions:
         return StateDictOptions(full_state_dict=True, cpu_offload=True, **extra)
@@ -88,13 +104,18 @@ class DTensorStrategy(ProcessGroupStrategy):
 
     # -- checkpoints: full (gathered) state dicts, loadable with any world size ----------
     def model_state_dict(self, model: nn.Module) -> dict[str, torch.Tensor]:
-        """The whole model's weights (gathered; on rank 0 only, others get ``{}``)."""
+        """The whole model's weights (gathered; on rank 0 only, others get ``{}``); with
+        ``checkpoint="sharded"``, ``{}`` (``save_checkpoint`` writes the shards)."""
+        if self.checkpoint == "sharded":
+            return {}
         state = get_model_state_dict(self._model_ref(model), options=self._full())
         return {k: v for k, v in state.items() if isinstance(v, torch.Tensor)}
 
     def load_model_state_dict(
         self, model: nn.Module, state: Mapping[str, torch.Tensor], strict: bool = True
     ) -> None:
+        if not state and self._loaded_sharded:
+            return  # load_checkpoint already loaded the shards
         target = self._model_ref(model)
         expected = {
             k: tuple(v.shape)
@@ -109,14 +130,72 @@ class DTensorStrategy(ProcessGroupStrategy):
         )
 
     def optimizer_state_dict(self, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+        if self.checkpoint == "sharded":  # hyper-parameters only; the moments go to shards
+            groups = [{k: v for k, v in g.items() if k != "params"} for g in optimizer.param_groups]
+            return {"state": {}, "param_groups": groups, "sharded": True}
         return get_optimizer_state_dict(self._model_ref(), optimizer, options=self._full())
 
     def load_optimizer_state_dict(
         self, optimizer: torch.optim.Optimizer, state: dict[str, Any]
     ) -> None:
+        if state.get("sharded"):
+            if not self._loaded_sharded:
+                raise ValueError("a sharded optimizer state needs the strategy's load_checkpoint")
+            return
         set_optimizer_state_dict(
             self._model_ref(), optimizer, state, options=StateDictOptions(full_state_dict=True)
         )
+
+    def _sharded_state(self) -> dict[str, Any]:
+        model = self._model_ref()
+        state: dict[str, Any] = {"model": get_model_state_dict(model)}
+        for i, opt in enumerate(self._optimizers):
+            state[f"optim{i}"] = get_optimizer_state_dict(model, opt)
+        return state
+
+    def save_checkpoint(
+        self,
+        path: str | Path,
+        model_state: Mapping[str, torch.Tensor],
+        trainer_state: Mapping[str, Any] | None,
+        metadata: Mapping[str, Any],
+    ) -> Path:
+        """``checkpoint="full"``: rank 0 writes core's format. ``"sharded"``: every rank
+        writes its shards with torch.distributed.checkpoint
+        (:mod:`deepseek.distributed.checkpoint`)."""
+        if self.checkpoint != "sharded":
+            return super().save_checkpoint(path, model_state, trainer_state, metadata)
+        from deepseek.distributed.checkpoint import save_sharded
+
+        return save_sharded(path, self._sharded_state(), trainer_state, metadata, self.rank)
+
+    def load_checkpoint(self, path: str | Path) -> Any:
+        """Core's loader; a sharded checkpoint's shards are loaded into the model and the
+        optimizers here (resharded to this world size), after a shape check."""
+        from deepseek import checkpoint as ckpt
+
+        loaded = ckpt.load_checkpoint(path, map_location="cpu")
+        if loaded.kind != "sharded":
+            self._loaded_sharded = False
+            return loaded
+        import torch.distributed.checkpoint as dcp
+
+        from deepseek.distributed.checkpoint import SHARDS, check_compatible
+
+        model = self._model_ref()
+        shapes = {
+            f"model.{k}": tuple(v.shape)
+            for k, v in get_model_state_dict(model).items()
+            if isinstance(v, torch.Tensor)
+        }
+        check_compatible(loaded.path, shapes)
+        state = self._sharded_state()
+        dcp.load(state, checkpoint_id=str(Path(loaded.path) / SHARDS))
+        set_model_state_dict(model, state["model"])
+        for i, opt in enumerate(self._optimizers):
+            set_optimizer_state_dict(model, opt, state[f"optim{i}"])
+        self._loaded_sharded = True
+        return loaded
 
 
 def _check_shapes(

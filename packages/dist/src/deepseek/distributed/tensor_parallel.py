@@ -118,10 +118,11 @@ class TensorParallelStrategy(DTensorStrategy):
         self,
         *,
         plan: Mapping[str, str] | None = None,
+        checkpoint: str = "full",
         timeout_s: float | None = None,
         backend: str | None = None,
     ) -> None:
-        super().__init__(timeout_s=timeout_s, backend=backend)
+        super().__init__(checkpoint=checkpoint, timeout_s=timeout_s, backend=backend)
         self.plan = dict(plan) if plan is not None else None
         self.mesh = None
 
@@ -194,10 +195,11 @@ class TwoDStrategy(TensorParallelStrategy):
         cpu_offload: bool = False,
         reduce_strategy: str = "gradient_average",
         mixed_precision: bool | str = "auto",
+        checkpoint: str = "full",
         timeout_s: float | None = None,
         backend: str | None = None,
     ) -> None:
-        super().__init__(plan=plan, timeout_s=timeout_s, backend=backend)
+        super().__init__(plan=plan, checkpoint=checkpoint, timeout_s=timeout_s, backend=backend)
         for key, value in (("tp", tp), ("dp", dp)):
             if value is not None and (
                 isinstance(value, bool) or not isinstance(value, int) or value < 1
