@@ -217,3 +217,22 @@ def test_forced_weights_only_guard_backs_up_the_scan(tmp_path: Path, marker: Pat
     finally:
         logging.disable(logging.NOTSET)
     assert not marker.exists()
+
+
+def test_bit_flip_in_an_exported_weight_is_detected(tmp_path: Path) -> None:
+    good = _export(tmp_path)
+    members = _members(good)
+    name = next(k for k in members if k.endswith("data/weights/weight_0"))
+    data = good.read_bytes()
+    offset = data.index(members[name]) + 5  # stored uncompressed: the raw tensor bytes
+    flipped = bytearray(data)
+    flipped[offset] ^= 0x01
+    bad = tmp_path / "flipped.pt2"
+    bad.write_bytes(bytes(flipped))
+    with pytest.raises(ValueError, match=r"corrupted: member .*weight_0 .*CRC-32"):
+        ds.load_exported(bad)
+    with pytest.raises(ValueError, match="CRC-32"):
+        ds.load_exported(bad, trusted=True)
+    # Without the check the flip loads silently as a different weight.
+    x = torch.randn(2, 4)
+    assert not torch.equal(ds.load_exported(bad, verify=False)(x), ds.load_exported(good)(x))

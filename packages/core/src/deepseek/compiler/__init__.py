@@ -368,13 +368,18 @@ def _write_atomically(path: Path, write: Callable[[Path], None]) -> None:
         shutil.rmtree(tmp_dir, ignore_errors=True)
 
 
-def load_exported(path: str | os.PathLike[str], *, trusted: bool = False) -> nn.Module:
+def load_exported(
+    path: str | os.PathLike[str], *, trusted: bool = False, verify: bool = True
+) -> nn.Module:
     """Load what :func:`export` wrote: a callable module with the model's forward.
 
     ``.pt2`` archives come back as torch.export's module. torch.export.load unpickles
-    some payloads (tensor subclasses, custom objects, inputs that plain tensor loading
-    rejects), which can run arbitrary code, so such archives are refused unless
-    ``trusted=True``. ``.onnx`` files run with onnxruntime (``pip install onnxruntime``).
+    some payloads (legacy layouts, tensor subclasses, custom objects, inputs that plain
+    tensor loading rejects) and can load native code (AOTInductor), which can run
+    arbitrary code, so archives holding any such member are refused unless
+    ``trusted=True``. With ``verify=True`` every member's CRC-32 (stored by the zip
+    format) is checked first, so a flipped bit is an error naming the member rather than
+    wrong weights. ``.onnx`` files run with onnxruntime (``pip install onnxruntime``).
 
     Example::
 
@@ -391,7 +396,7 @@ def load_exported(path: str | os.PathLike[str], *, trusted: bool = False) -> nn.
     if path.suffix.lower() == ".onnx":
         return _OnnxRuntimeModule(path)
 
-    _check_archive(path, trusted)
+    _check_archive(path, trusted, verify)
     try:
         if trusted:
             return torch.export.load(path).module()
@@ -437,9 +442,9 @@ def _weights_only_loads() -> Any:
             os.environ["TORCH_FORCE_WEIGHTS_ONLY_LOAD"] = previous
 
 
-def _check_archive(path: Path, trusted: bool) -> None:
-    """Refuse files that are not torch.export archives and, unless ``trusted``, any archive
-    holding a member that loading could unpickle or execute."""
+def _check_archive(path: Path, trusted: bool, verify: bool = True) -> None:
+    """Refuse files that are not torch.export archives, corrupted ones (``verify``) and,
+    unless ``trusted``, any archive holding a member that loading could unpickle or run."""
     not_archive = f"{path} is not a torch.export archive (.pt2 written by ds.export)"
     try:
         with zipfile.ZipFile(path) as archive:
@@ -448,6 +453,12 @@ def _check_archive(path: Path, trusted: bool) -> None:
                 n.endswith(("/archive_format", "serialized_exported_program.json")) for n in names
             ):
                 raise ValueError(f"{not_archive}: it is a zip file without an exported program")
+            if verify and (bad := archive.testzip()) is not None:
+                raise ValueError(
+                    f"{path} is corrupted: member {bad} does not match its CRC-32 checksum "
+                    "(the file was damaged after it was written). Export the model again or "
+                    "restore the file; verify=False skips this check"
+                )
             if trusted:
                 return
             unsafe = _unsafe_members(path, archive, names)
