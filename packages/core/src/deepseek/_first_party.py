@@ -34,16 +34,43 @@ FIRST_PARTY: tuple[FirstPartyDistribution, ...] = (
         "deepseek-quant",
         "quant",
         ("quantization", "pruning", "distillation"),
-        {"algorithm": ("ptq", "l1_channel_pruning", "distillation")},
+        {
+            "algorithm": ("qat", "ptq", "prune", "l1_channel_pruning", "distillation"),
+            "callback": ("freeze_quantization",),
+        },
     ),
     FirstPartyDistribution(
         "deepseek-nlp",
         "nlp",
         ("nlp",),
-        {"model": ("bert", "bert-base-chinese", "bert-base-uncased", "bert-tiny")},
+        {
+            "model": (
+                "bert",
+                "bert-base-chinese",
+                "bert-base-uncased",
+                "bert-large-uncased",
+                "bert-tiny",
+                "bert_classifier",
+            )
+        },
     ),
     FirstPartyDistribution(
-        "deepseek-vision", "vision", ("vision",), {"model": ("resnet18", "resnet34", "resnet50")}
+        "deepseek-vision",
+        "vision",
+        ("vision",),
+        {
+            "model": (
+                "resnet18",
+                "resnet34",
+                "resnet50",
+                "unet",
+                "unetplusplus",
+                "unetplusplus3d",
+                "unetr",
+                "vit3d",
+            ),
+            "metric": ("dice", "iou", "hd95"),
+        },
     ),
     FirstPartyDistribution(
         "deepseek-moe",
@@ -52,7 +79,7 @@ FIRST_PARTY: tuple[FirstPartyDistribution, ...] = (
         {
             "model": ("moe-mlp", "moe-lm"),
             "strategy": ("expert",),
-            "callback": ("moe_load_balancing",),
+            "callback": ("moe_load_balancing", "lm_sample"),
         },
     ),
 )
