@@ -37,6 +37,7 @@ def parameters(fn: Callable[..., Any]) -> dict[str, inspect.Parameter] | None:
 
 
 def type_hints(fn: Callable[..., Any]) -> dict[str, Any]:
+    fn = inspect.unwrap(fn)  # a registry factory wrapped with the signature of its class
     target = fn.__init__ if inspect.isclass(fn) else fn
     try:
         return typing.get_type_hints(target)
