@@ -100,6 +100,10 @@ def one_line_error(capsys, argv: list[str]) -> str:
             "callbacks[0].monitr: not accepted by ModelCheckpoint. Did you mean 'monitor'?",
         ),
         (
+            "callbacks=[{name: model_checkpoint, save_top_k: two}]",
+            "callbacks[0].save_top_k: 'two' (str) is not allowed; expected int",
+        ),
+        (
             "trainer.metrics=[acuracy]",
             "trainer.metrics[0].name: unknown metric 'acuracy'. Did you mean 'accuracy'?",
         ),
