@@ -113,3 +113,66 @@ def test_bad_input_gives_one_clear_error() -> None:
         Distillation("resnet18")
     with pytest.raises(TypeError, match="distillation batch"):
         Distillation(nn.Linear(2, 2)).apply(layer).loss({"x": torch.zeros(1, 2)})
+
+
+def _mlp(width: int) -> torch.nn.Sequential:
+    return torch.nn.Sequential(
+        torch.nn.Linear(8, width), torch.nn.ReLU(), torch.nn.Linear(width, 3)
+    )
+
+
+def test_feature_matching_with_projection_trains_student_and_projection() -> None:
+    from deepseek.distillation import Distillation
+
+    torch.manual_seed(0)
+    teacher, student = _mlp(32), _mlp(16)
+    distiller = Distillation(
+        teacher, alpha=0.5, features={"0": "0"}, feature_loss="mse", feature_weight=2.0
+    ).apply(student)
+    assert isinstance(distiller.projections["0"], torch.nn.Linear)
+    x, y = torch.randn(6, 8), torch.tensor([0, 1, 2, 0, 1, 2])
+    loss = distiller.loss((x, y))
+    # Equals the output loss plus the weighted MSE between projected and teacher features.
+    with torch.no_grad():
+        expected_features = torch.nn.functional.mse_loss(
+            distiller.projections["0"](student[0](x)), teacher[0](x)
+        )
+        output_only = distiller.criterion(student(x), teacher(x), y)
+    assert torch.allclose(loss, output_only + 2.0 * expected_features, atol=1e-6)
+    opt = torch.optim.SGD(distiller.parameters(), lr=0.1)
+    loss.backward()
+    opt.step()
+    assert distiller.projections["0"].weight.grad is not None
+    assert all(p.grad is None for p in teacher.parameters())
+
+
+def test_teacher_is_not_saved_with_the_student() -> None:
+    from deepseek.distillation import Distillation
+
+    distiller = Distillation(_mlp(32), features={"0": "0"}).apply(_mlp(16))
+    keys = distiller.state_dict().keys()
+    assert not any(k.startswith("teacher.") for k in keys)
+    assert any(k.startswith("student.") for k in keys)
+
+
+def test_cosine_feature_loss_on_conv_features_uses_1x1_projection() -> None:
+    from deepseek.distillation import Distillation
+
+    teacher = torch.nn.Sequential(
+        torch.nn.Conv2d(1, 8, 3), torch.nn.Flatten(), torch.nn.LazyLinear(3)
+    )
+    student = torch.nn.Sequential(
+        torch.nn.Conv2d(1, 4, 3), torch.nn.Flatten(), torch.nn.LazyLinear(3)
+    )
+    x = torch.randn(2, 1, 6, 6)
+    teacher(x), student(x)
+    distiller = Distillation(teacher, features={"0": "0"}, feature_loss="cosine").apply(student)
+    assert isinstance(distiller.projections["0"], torch.nn.Conv2d)
+    assert torch.isfinite(distiller.loss((x, torch.tensor([0, 1]))))
+
+
+def test_unknown_feature_layer_lists_close_names() -> None:
+    from deepseek.distillation import Distillation
+
+    with pytest.raises(ValueError, match="no layer named '00'.*Did you mean '0'"):
+        Distillation(_mlp(32), features={"00": "0"}).apply(_mlp(16))

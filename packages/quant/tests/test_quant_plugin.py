@@ -8,7 +8,13 @@ from torch import nn
 
 from deepseek.plugins import plugins, registry
 
-OPTIONS = {"distillation": {"teacher": nn.Linear(2, 2)}, "l1_channel_pruning": {}, "ptq": {}}
+OPTIONS = {
+    "distillation": {"teacher": nn.Linear(2, 2)},
+    "l1_channel_pruning": {},
+    "ptq": {},
+    "qat": {},
+    "prune": {"amount": 0.5},
+}
 
 
 def test_entry_point_is_declared() -> None:

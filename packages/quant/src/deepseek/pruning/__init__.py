@@ -1,4 +1,7 @@
-"""``deepseek.pruning``: structured pruning on ``torch.nn.utils.prune`` (deepseek-quant).
+"""``deepseek.pruning``: channel pruning (deepseek-quant).
+
+:func:`prune` removes channels physically (a smaller, faster model); the ``mask`` mode,
+:class:`L1ChannelPruning`, zeroes them in place with ``torch.nn.utils.prune``.
 
 >>> import torch
 >>> from deepseek.pruning import L1ChannelPruning
@@ -10,6 +13,7 @@
 
 from __future__ import annotations
 
+from deepseek.pruning.physical import ChannelPruning, PruneReport, prune
 from deepseek.pruning.structured import (
     PRUNABLE,
     L1ChannelPruning,
@@ -17,4 +21,12 @@ from deepseek.pruning.structured import (
     prunable_layers,
 )
 
-__all__ = ["PRUNABLE", "L1ChannelPruning", "make_permanent", "prunable_layers"]
+__all__ = [
+    "PRUNABLE",
+    "ChannelPruning",
+    "L1ChannelPruning",
+    "PruneReport",
+    "make_permanent",
+    "prunable_layers",
+    "prune",
+]

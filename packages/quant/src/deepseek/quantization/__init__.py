@@ -1,4 +1,5 @@
-"""``deepseek.quantization``: int8 post-training quantization (deepseek-quant).
+"""``deepseek.quantization``: quantization-aware training, static and dynamic PTQ, and real
+int8 models (deepseek-quant).
 
 >>> import torch
 >>> from deepseek.quantization import quantize_dynamic_int8
@@ -9,10 +10,35 @@ torch.qint8
 
 from __future__ import annotations
 
+from deepseek.quantization.algorithms import FreezeQuantization, QuantizationAwareTraining
+from deepseek.quantization.config import QuantConfig
 from deepseek.quantization.dynamic import (
     SUPPORTED_MODULES,
     PostTrainingQuantization,
     quantize_dynamic_int8,
 )
+from deepseek.quantization.pt2e import (
+    Int8Model,
+    QuantizedModel,
+    calibrate,
+    convert,
+    load,
+    quantize_model,
+    save,
+)
 
-__all__ = ["SUPPORTED_MODULES", "PostTrainingQuantization", "quantize_dynamic_int8"]
+__all__ = [
+    "SUPPORTED_MODULES",
+    "FreezeQuantization",
+    "QuantizationAwareTraining",
+    "Int8Model",
+    "PostTrainingQuantization",
+    "QuantConfig",
+    "QuantizedModel",
+    "calibrate",
+    "convert",
+    "load",
+    "quantize_dynamic_int8",
+    "quantize_model",
+    "save",
+]

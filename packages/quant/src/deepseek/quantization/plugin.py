@@ -3,12 +3,17 @@ algorithms of the whole distribution."""
 
 from __future__ import annotations
 
-from deepseek.plugins import AlgorithmSpec, deferred, hookimpl
+from deepseek.plugins import AlgorithmSpec, CallbackSpec, deferred, hookimpl
 
 
 @hookimpl
 def deepseek_algorithms() -> list[AlgorithmSpec]:
     return [
+        AlgorithmSpec(
+            "qat",
+            deferred("deepseek.quantization.algorithms:QuantizationAwareTraining"),
+            "quantization-aware training: fake-quant model, convertible to real int8",
+        ),
         AlgorithmSpec(
             "ptq",
             deferred("deepseek.quantization.dynamic:PostTrainingQuantization"),
@@ -20,8 +25,24 @@ def deepseek_algorithms() -> list[AlgorithmSpec]:
             "zero the output channels of Conv/Linear layers with the lowest L1 norms",
         ),
         AlgorithmSpec(
+            "prune",
+            deferred("deepseek.pruning.physical:ChannelPruning"),
+            "remove the lowest-L1 channels physically, with everything coupled to them",
+        ),
+        AlgorithmSpec(
             "distillation",
             deferred("deepseek.distillation.distiller:Distillation"),
             "train a student on a frozen teacher's softened logits plus the labels",
         ),
+    ]
+
+
+@hookimpl
+def deepseek_callbacks() -> list[CallbackSpec]:
+    return [
+        CallbackSpec(
+            "freeze_quantization",
+            deferred("deepseek.quantization.algorithms:FreezeQuantization"),
+            "freeze fake-quant observers at a global step",
+        )
     ]
