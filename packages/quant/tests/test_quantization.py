@@ -110,3 +110,26 @@ def test_ptq_algorithm_from_the_registry() -> None:
     assert isinstance(ptq, PostTrainingQuantization)
     qmodel = ptq.apply(make_mlp())
     assert sum(isinstance(m, qdynamic.Linear) for m in qmodel.modules()) == 3
+
+
+def test_dynamic_int8_model_saves_and_loads_safely(tmp_path) -> None:
+    """Issue 14: a dynamic-int8 model could not be saved (packed params are no tensors)."""
+    from safetensors import safe_open
+
+    from deepseek.quantization import load_dynamic_int8, quantize_dynamic_int8, save_dynamic_int8
+
+    def build() -> torch.nn.Module:
+        return torch.nn.Sequential(
+            torch.nn.Linear(16, 32), torch.nn.LayerNorm(32), torch.nn.Linear(32, 4)
+        )
+
+    torch.manual_seed(0)
+    qmodel = quantize_dynamic_int8(build())
+    path = save_dynamic_int8(qmodel, tmp_path / "model.safetensors")
+    with safe_open(str(path), framework="pt") as f:
+        assert f.get_tensor("0.weight.int8").dtype == torch.int8
+    restored = load_dynamic_int8(path, build())
+    x = torch.randn(3, 16)
+    assert torch.equal(restored(x), qmodel(x))
+    with pytest.raises(ValueError, match="no Linear layer"):
+        load_dynamic_int8(path, torch.nn.Sequential(torch.nn.Linear(16, 4)))

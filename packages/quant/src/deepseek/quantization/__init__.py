@@ -15,7 +15,9 @@ from deepseek.quantization.config import QuantConfig
 from deepseek.quantization.dynamic import (
     SUPPORTED_MODULES,
     PostTrainingQuantization,
+    load_dynamic_int8,
     quantize_dynamic_int8,
+    save_dynamic_int8,
 )
 from deepseek.quantization.pt2e import (
     Int8Model,
@@ -38,7 +40,9 @@ __all__ = [
     "calibrate",
     "convert",
     "load",
+    "load_dynamic_int8",
     "quantize_dynamic_int8",
     "quantize_model",
     "save",
+    "save_dynamic_int8",
 ]

@@ -12,8 +12,10 @@ here with its deprecation warnings silenced, and a torch without it gets a clear
 
 from __future__ import annotations
 
+import os
 import warnings
 from collections.abc import Iterable
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -122,3 +124,91 @@ class PostTrainingQuantization:
     def __repr__(self) -> str:
         names = ", ".join(sorted(m.__name__ for m in self.modules))
         return f"PostTrainingQuantization(modules=({names}))"
+
+
+def _dynamic_linears(model: nn.Module) -> dict[str, nn.Module]:
+    from torch.ao.nn.quantized.dynamic import Linear as DynamicLinear
+
+    return {name: m for name, m in model.named_modules() if isinstance(m, DynamicLinear)}
+
+
+def save_dynamic_int8(model: nn.Module, path: str | os.PathLike[str]) -> Path:
+    """Write a dynamically quantized model's weights to a safetensors file (int8 values,
+    scales, zero points, biases, and the float layers' tensors): no pickling, so the file
+    is safe to load. Rebuild with :func:`load_dynamic_int8` and the float architecture.
+
+    >>> import torch
+    >>> from deepseek.quantization import load_dynamic_int8, save_dynamic_int8
+    >>> from deepseek.quantization import quantize_dynamic_int8
+    >>> model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(),
+    ...                             torch.nn.Linear(16, 4))
+    >>> path = save_dynamic_int8(quantize_dynamic_int8(model), "/tmp/dyn_int8.safetensors")
+    >>> restored = load_dynamic_int8(path, torch.nn.Sequential(
+    ...     torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 4)))
+    >>> restored(torch.randn(2, 8)).shape
+    torch.Size([2, 4])
+    """
+    from safetensors.torch import save_file
+
+    linears = _dynamic_linears(model)
+    if not linears:
+        raise ValueError("this model has no dynamically quantized layer: quantize it first")
+    tensors: dict[str, torch.Tensor] = {}
+    for name, module in linears.items():
+        weight, bias = module._weight_bias()
+        if weight.qscheme() != torch.per_tensor_affine:
+            raise ValueError(
+                f"{name}: only per-tensor int8 weights can be saved, got {weight.qscheme()}"
+            )
+        tensors[f"{name}.weight.int8"] = weight.int_repr().contiguous()
+        tensors[f"{name}.weight.scale"] = torch.tensor(weight.q_scale(), dtype=torch.float64)
+        tensors[f"{name}.weight.zero_point"] = torch.tensor(weight.q_zero_point())
+        if bias is not None:
+            tensors[f"{name}.bias"] = bias.detach().contiguous()
+    for key, value in model.state_dict().items():
+        if isinstance(value, torch.Tensor) and not any(key.startswith(f"{n}.") for n in linears):
+            tensors[key] = value.detach().contiguous()
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:  # write then rename: a crash never leaves a half-written file under `path`
+        save_file(tensors, str(tmp), metadata={"format": "deepseek-dynamic-int8"})
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def load_dynamic_int8(path: str | os.PathLike[str], model: nn.Module) -> nn.Module:
+    """Rebuild a dynamic int8 model saved by :func:`save_dynamic_int8` on ``model``, a
+    float instance of the same architecture (its weights are replaced)."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        if (f.metadata() or {}).get("format") != "deepseek-dynamic-int8":
+            raise ValueError(f"{path} was not written by save_dynamic_int8")
+        tensors = {key: f.get_tensor(key) for key in f.keys()}  # noqa: SIM118 - safe_open is no dict
+    quantized_names = {k[: -len(".weight.int8")] for k in tensors if k.endswith(".weight.int8")}
+    float_state = {
+        k: v for k, v in tensors.items() if not any(k.startswith(f"{n}.") for n in quantized_names)
+    }
+    missing = quantized_names - {n for n, m in model.named_modules() if isinstance(m, nn.Linear)}
+    if missing:
+        raise ValueError(
+            f"the model has no Linear layer named {sorted(missing)}: wrong architecture"
+        )
+    model.load_state_dict(float_state, strict=False)
+    qmodel = quantize_dynamic_int8(model)
+    linears = _dynamic_linears(qmodel)
+    if set(linears) != quantized_names:
+        raise ValueError(
+            f"{path} holds int8 layers {sorted(quantized_names)} but the model quantizes "
+            f"{sorted(linears)}"
+        )
+    for name, module in linears.items():
+        qweight = torch._make_per_tensor_quantized_tensor(
+            tensors[f"{name}.weight.int8"],
+            float(tensors[f"{name}.weight.scale"]),
+            int(tensors[f"{name}.weight.zero_point"]),
+        )
+        module.set_weight_bias(qweight, tensors.get(f"{name}.bias"))
+    return qmodel
