@@ -435,8 +435,9 @@ class BertTokenizer:
             )
         inputs = texts if pairs is None else list(zip(texts, pairs, strict=True))
         try:
-            # Without offsets the engine's fast path skips tracking them (same ids).
-            encode = tok.encode_batch if return_offsets_mapping else tok.encode_batch_fast
+            # Without offsets (or word ids) the engine's fast path skips tracking them.
+            tracked = return_offsets_mapping or pretokenized
+            encode = tok.encode_batch if tracked else tok.encode_batch_fast
             encodings = encode(
                 inputs, is_pretokenized=pretokenized, add_special_tokens=add_special_tokens
             )
