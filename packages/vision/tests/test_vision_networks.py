@@ -188,3 +188,33 @@ def test_unet_equals_monai_basic_unet_on_the_same_weights():
         convert_monai_basic_unet_state_dict(
             theirs.state_dict(), UNet(3, 2, 3, features=(4, 8, 8, 16, 16))
         )
+
+
+def test_trainer_fits_deep_supervision_with_registered_metrics(tmp_path):
+    import deepseek as ds
+    from deepseek.utils.data import TensorDataset
+    from deepseek.vision.losses import DeepSupervisionLoss, DiceFocalLoss
+
+    torch.manual_seed(0)
+    images = torch.randn(4, 1, 16, 16, 16)
+    labels = (images > 0.5).long()
+    data = TensorDataset(images, labels)
+    net = UNetPlusPlus(3, 1, 2, features=(4, 8), deep_supervision=True)
+    trainer = ds.Trainer(
+        net,
+        torch.optim.Adam,
+        optimizer_kwargs={"lr": 1e-2},
+        train_data=data,
+        val_data=data,
+        batch_size=2,
+        loss_fn=DeepSupervisionLoss(DiceFocalLoss(to_onehot_y=True, softmax=True)),
+        metrics=["dice", "iou"],
+        max_epochs=1,
+        gradient_checkpointing=True,
+        enable_progress_bar=False,
+        default_root_dir=tmp_path,
+    )
+    trainer.fit()
+    values = trainer.validate()
+    assert 0.0 <= values["val_dice"] <= 1.0 and 0.0 <= values["val_iou"] <= 1.0
+    assert trainer.global_step == 2
