@@ -54,6 +54,9 @@ def tests(session: nox.Session, package: str) -> None:
         # With only this package beside core, every absent sibling must give its hint.
         paths.append("packages/core/tests/test_namespace.py")
     session.run(*PYTEST, *paths, *session.posargs)
+    # Every docstring example runs; importlib mode imports each module under its real name
+    # (deepseek.nlp...) inside the namespace package.
+    session.run(*PYTEST, "--doctest-modules", "--import-mode=importlib", f"packages/{package}/src")
 
 
 @nox.session
