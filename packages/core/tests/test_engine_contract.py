@@ -402,7 +402,7 @@ def test_loss_fn_errors_are_one_line_each():
         vector.fit()
     number = Trainer(
         make_model(), torch.optim.SGD, {"lr": 0.1},
-        **kwargs(lambda out, y: float(nn.functional.cross_entropy(out, y))),
+        **kwargs(lambda out, y: float(nn.functional.cross_entropy(out, y).detach())),
     )  # fmt: skip
     with pytest.raises(TypeError, match="returned a float, not a tensor"):
         number.fit()
