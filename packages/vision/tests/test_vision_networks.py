@@ -10,7 +10,7 @@ from deepseek.checkpoint import load_weights, save_checkpoint
 from deepseek.nn import apply_activation_checkpointing
 from deepseek.nn.activation_checkpointing import CheckpointWrapper
 from deepseek.plugins import registry
-from deepseek.vision.networks import UNETR, UNet, UNetPlusPlus, ViT
+from deepseek.vision.networks import UNETR, UNet, UNetPlusPlus, ViT, resnet18
 
 VIT = dict(hidden_size=32, mlp_dim=64, num_heads=4)
 
@@ -31,10 +31,12 @@ def build(name: str) -> tuple[torch.nn.Module, torch.Tensor]:
         return net, torch.randn(2, 1, 32, 32, 32)
     if name == "unetr":
         return UNETR(1, 2, 32, feature_size=4, num_layers=4, **VIT), torch.randn(1, 1, 32, 32, 32)
+    if name == "resnet18":
+        return resnet18(num_classes=3, in_channels=1), torch.randn(2, 1, 32, 32)
     raise AssertionError(name)
 
 
-NETS = ["unet3d", "unet2d", "unetpp3d", "unetpp2d_ds", "vit3d", "unetr"]
+NETS = ["unet3d", "unet2d", "unetpp3d", "unetpp2d_ds", "vit3d", "unetr", "resnet18"]
 
 
 def loss_of(out) -> torch.Tensor:
