@@ -111,10 +111,12 @@ def test_missing_required_key_and_file(tmp_path):
         parse_config(MINIMAL, ["trainer.max_epochs"])
 
 
-def test_print_config(job):
-    result = deepseek("train", str(job), "--print-config", "--set", "trainer.max_epochs=7")
-    assert result.returncode == 0, result.stderr
-    assert "max_epochs: 7" in result.stdout and "tinyjob:model" in result.stdout
+def test_print_config(job, capsys):
+    from deepseek.cli import main
+
+    assert main(["train", str(job), "--print-config", "--set", "trainer.max_epochs=7"]) == 0
+    out = capsys.readouterr().out
+    assert "max_epochs: 7" in out and "tinyjob:model" in out
 
 
 def test_train_checkpoints_plots_and_resumes(job, tmp_path):
@@ -133,14 +135,16 @@ def test_train_checkpoints_plots_and_resumes(job, tmp_path):
     assert "| steps" in more.stdout and "| 24" in more.stdout
 
 
-def test_train_errors_are_one_clear_line(job, tmp_path):
-    bad = deepseek("train", str(job), "--set", "trainer.precision=fp8")
-    assert bad.returncode == 2
-    assert "unknown precision 'fp8'" in bad.stderr and "Traceback" not in bad.stderr
-    missing = deepseek("train", str(tmp_path / "missing.yaml"))
-    assert missing.returncode == 2 and "config file not found" in missing.stderr
-    wrong_kwarg = deepseek("train", str(job), "--set", "model.hiden=3")
-    assert wrong_kwarg.returncode == 2 and "model.hiden: not accepted" in wrong_kwarg.stderr
+def test_train_errors_are_one_clear_line(job, tmp_path, capsys):
+    from deepseek.cli import main
+
+    assert main(["train", str(job), "--set", "trainer.precision=fp8"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown precision 'fp8'" in err and "Traceback" not in err
+    assert main(["train", str(tmp_path / "missing.yaml")]) == 2
+    assert "config file not found" in capsys.readouterr().err
+    assert main(["train", str(job), "--set", "model.hiden=3"]) == 2
+    assert "model.hiden: not accepted" in capsys.readouterr().err
 
 
 def test_validate_and_predict_a_checkpoint(job, tmp_path, capsys):
