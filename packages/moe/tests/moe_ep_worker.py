@@ -11,6 +11,7 @@ from deepseek.moe import MoELayer, shard_experts
 
 
 def layer_worker(rank: int, world: int, port: int, cases: list[dict]) -> None:
+    torch.set_num_threads(1)
     dist.init_process_group(
         "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world
     )
