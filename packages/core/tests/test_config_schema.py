@@ -276,3 +276,40 @@ def test_component_options_checked_before_the_model_is_built(folder):
     data["optimizer"] = {"name": "SGD", "lr": "fast"}
     with pytest.raises(ConfigError, match=r"optimizer.lr: 'fast' \(str\) is not a number"):
         build(folder, data)
+
+
+class _ZeroWeights:
+    """A registered algorithm: zero every parameter (in place)."""
+
+    def __init__(self, value: float = 0.0) -> None:
+        self.value = value
+
+    def apply(self, model):
+        with torch.no_grad():
+            for p in model.parameters():
+                p.fill_(self.value)
+
+
+class _AlgorithmPlugin:
+    """A plugin registered at run time, as a package's entry point would be."""
+
+    from deepseek.plugins import hookimpl as _hookimpl
+
+    @_hookimpl
+    def deepseek_algorithms(self):
+        from deepseek.plugins.specs import AlgorithmSpec
+
+        return [AlgorithmSpec("fill_test", _ZeroWeights, "fill every weight")]
+
+
+def test_algorithms_by_registry_name(folder, fresh_plugins):
+    from deepseek.plugins.manager import get_plugin_manager
+
+    get_plugin_manager().register_plugin(_AlgorithmPlugin(), name="fill-test-plugin")
+    data = job_config(folder)
+    data["algorithms"] = [{"name": "fill_test", "value": 0.5}]
+    trainer = build(folder, data)
+    assert all(torch.all(p == 0.5) for p in trainer.unwrapped_model.parameters())
+    data["algorithms"] = [{"name": "fill_test", "valu": 0.5}]
+    with pytest.raises(ConfigError, match=r"algorithms\[0\].valu: not accepted by _ZeroWeights"):
+        build(folder, data)
