@@ -95,6 +95,33 @@ def gaussian_smooth(field: torch.Tensor, sigma: float) -> torch.Tensor:
     return field
 
 
+def _linear_matrix(out: int, inp: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """``(out, inp)`` weights of 1-D linear interpolation with aligned corners."""
+    pos = torch.arange(out, device=device, dtype=torch.float64) * (inp - 1) / max(out - 1, 1)
+    lo = pos.floor().long().clamp(max=max(inp - 2, 0))
+    frac = pos - lo
+    m = torch.zeros(out, inp, device=device, dtype=torch.float64)
+    rows = torch.arange(out, device=device)
+    m[rows, lo] = 1 - frac
+    if inp > 1:
+        m[rows, lo + 1] += frac
+    return m.to(dtype)
+
+
+def _upsample_channels_last(field: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
+    """``(1, k, *coarse)`` -> ``(1, *shape, k)``: (bi/tri)linear upsampling with aligned
+    corners, as ``F.interpolate`` computes it, written directly in channel-last order."""
+    mats = [_linear_matrix(s, c, field.device, field.dtype) for s, c in zip(shape, field.shape[2:])]
+    if len(shape) == 3:
+        out = torch.einsum("cijk,wk->cijw", field[0], mats[2])
+        out = torch.einsum("cijw,hj->cihw", out, mats[1])
+        out = torch.einsum("cihw,di->dhwc", out, mats[0])
+    else:
+        out = torch.einsum("cij,wj->ciw", field[0], mats[1])
+        out = torch.einsum("ciw,hi->hwc", out, mats[0])
+    return out.contiguous().unsqueeze(0)
+
+
 class RandomElasticDeformation(RandomTransform):
     """Elastic deformation with a smooth random displacement field.
 
@@ -171,13 +198,12 @@ class RandomElasticDeformation(RandomTransform):
         # Voxels -> grid_sample's normalised units (align_corners=True), x/y/z channel order.
         scale = torch.tensor([2.0 / max(s - 1, 1) for s in shape], device=image.device)
         field = (field * scale.view(1, k, *([1] * k))).flip(1)
-        # The identity is linear in the position, so it can be added on the coarse grid:
-        # one (tri)linear upsampling then yields the full sampling grid, with no
-        # full-resolution identity grid or addition.
+        # The identity is linear in the position, so it can be added on the coarse grid;
+        # one separable linear upsampling (a small matrix per axis, applied with einsum
+        # straight into grid_sample's channel-last layout) then yields the sampling grid.
         identity = identity_grid(coarse, image.device, field.dtype).movedim(-1, 1)
-        mode = "trilinear" if k == 3 else "bilinear"
-        grid = F.interpolate(identity + field, size=shape, mode=mode, align_corners=True)
-        return resample(image, label, grid.movedim(1, -1).contiguous(), self.padding_mode)
+        grid = _upsample_channels_last(identity + field, shape)
+        return resample(image, label, grid, self.padding_mode)
 
 
 class RandomAffine(RandomTransform):
