@@ -133,3 +133,18 @@ def test_dynamic_int8_model_saves_and_loads_safely(tmp_path) -> None:
     assert torch.equal(restored(x), qmodel(x))
     with pytest.raises(ValueError, match="no Linear layer"):
         load_dynamic_int8(path, torch.nn.Sequential(torch.nn.Linear(16, 4)))
+
+
+def test_report_warns_when_int8_is_slower_for_small_layers() -> None:
+    """Issue 14: int8 was silently slower than fp32 for small layers (width 64)."""
+    from deepseek.quantization import quantization_report, quantize_dynamic_int8
+
+    torch.set_num_threads(1)
+    tiny = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.ReLU(), torch.nn.Linear(4, 4))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        report = quantization_report(tiny, quantize_dynamic_int8(tiny), torch.randn(1, 4))
+    slower = report.int8_ms >= report.fp32_ms
+    warned = any("int8 measured slower" in str(w.message) for w in caught)
+    assert warned == slower  # the warning follows the measurement, whichever way it went
+    assert report.int8_bytes < report.fp32_bytes

@@ -28,6 +28,7 @@ from deepseek.quantization.pt2e import (
     quantize_model,
     save,
 )
+from deepseek.quantization.report import QuantizationReport, quantization_report
 
 __all__ = [
     "SUPPORTED_MODULES",
@@ -36,12 +37,14 @@ __all__ = [
     "Int8Model",
     "PostTrainingQuantization",
     "QuantConfig",
+    "QuantizationReport",
     "QuantizedModel",
     "calibrate",
     "convert",
     "load",
     "load_dynamic_int8",
     "quantize_dynamic_int8",
+    "quantization_report",
     "quantize_model",
     "save",
     "save_dynamic_int8",
