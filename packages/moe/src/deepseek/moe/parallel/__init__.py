@@ -140,7 +140,7 @@ def expert_parallel_dispatch(layer: Any, tokens: torch.Tensor, route: Any) -> to
     inverse = torch.empty_like(perm).scatter_(0, perm, torch.arange(received, device=perm.device))
     y = y.index_select(0, inverse)
     y_back = all_to_all_single_autograd(y, send_splits, recv_splits, group)
-    per_slot = y_back.new_zeros(num_tokens * k, y_back.shape[-1]).index_copy(0, send_rows, y_back)
-    from deepseek.moe.layer import combine
-
-    return combine(per_slot.view(num_tokens, k, -1), route.weights)
+    # Weighted rows straight back to their tokens (dropped assignments were never sent).
+    weights = route.weights.reshape(-1).index_select(0, send_rows).to(y_back.dtype)
+    out = tokens.new_zeros(num_tokens, y_back.shape[-1])
+    return out.index_add(0, send_rows // k, y_back * weights.unsqueeze(1))
