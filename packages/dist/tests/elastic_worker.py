@@ -1,4 +1,4 @@
-"""Run by ``deepseek launch --max-restarts 1`` from test_dist_launch.py: DDP training with
+"""Run by ``deepseek launch --max-restarts 3`` from test_dist_launch.py: DDP training with
 ModelCheckpoint every 2 steps and ``fit(resume="last")``. With ``kill``, rank 1 SIGKILLs
 itself at step 3 of the first attempt; torchrun's agent restarts both workers, which resume
 from the step-2 checkpoint. Rank 0 saves the final weights to ``<out>/final.pt``."""

@@ -71,6 +71,10 @@ STRATEGIES = {
         {"name": "pipeline", "num_microbatches": 2, "schedule": "1f1b"},
         lambda world: 1,
     ),
+    "pipeline_interleaved": (
+        {"name": "pipeline", "num_microbatches": 2, "schedule": "interleaved"},
+        lambda world: 1,
+    ),
     "fsdp_sharded": ({"name": "fsdp", "checkpoint": "sharded"}, lambda world: world),
     "tp_sharded": ({"name": "tp", "checkpoint": "sharded"}, lambda world: 1),
     "2d": ({"name": "2d", "tp": 2}, lambda world: world // 2),  # run with 4 processes

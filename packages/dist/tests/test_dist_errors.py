@@ -97,3 +97,17 @@ def test_2d_mesh_that_does_not_fit_the_world() -> None:
     with pytest.raises(ValueError, match="needs dp x tp = 2 x 2 processes, but 2 were launched"):
         TwoDStrategy(dp=2, tp=2).mesh_shape(2)
     assert TwoDStrategy(tp=2).mesh_shape(4) == (2, 2)
+
+
+def test_fsdp_takes_its_mixed_precision_policy_from_the_trainer(alone, tmp_path: Path) -> None:
+    seen: list[torch.dtype] = []
+    model = net(8)
+    model[0].register_forward_hook(lambda m, args, out: seen.append(m.weight.dtype))
+    data = torch.utils.data.TensorDataset(torch.randn(8, 4), torch.randn(8, 2))
+    t = ds.Trainer(model, torch.optim.SGD, optimizer_kwargs={"lr": 0.1}, train_data=data,
+                   batch_size=4, loss_fn=F.mse_loss, strategy="fsdp", precision="bf16-mixed",
+                   max_epochs=1, enable_progress_bar=False, default_root_dir=None)  # fmt: skip
+    t.fit()
+    t.strategy.teardown()
+    assert seen and all(dtype == torch.bfloat16 for dtype in seen)  # computed in bf16
+    assert all(p.dtype == torch.float32 for p in model.parameters())  # kept in fp32

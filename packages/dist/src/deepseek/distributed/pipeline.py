@@ -7,7 +7,7 @@ is split into ``num_microbatches`` microbatches that flow through the stages und
 schedule from torch: ``gpipe`` (``ScheduleGPipe``: all forwards, then all backwards),
 ``1f1b`` (``Schedule1F1B``: one forward, one backward in the steady state, less
 activation memory) or ``interleaved`` (``ScheduleInterleaved1F1B``, several stages per
-rank; GPU only here: see the package README).
+rank; it runs on gloo too).
 
 The model must run as a sequence of layers: an ``nn.Sequential`` (nested
 ``nn.Sequential`` children are flattened, so ``Sequential(stem, Sequential(*blocks),
@@ -201,19 +201,9 @@ class PipelineParallel(nn.Module):
             _Stage([(n, layers[n]) for n in split[i]]).to(self.device) for i in self.stage_ids
         )
         self.split = split
-        self._pipe_stages = [
-            PipelineStage(stage, i, num_stages, self.device, group=group)
-            for stage, i in zip(self.stages, self.stage_ids)
-        ]
         self._loss_fn: Callable[[Any, Any], torch.Tensor] | None = None
-        cls = SCHEDULES[key]
-        stage_arg = self._pipe_stages if per_rank > 1 else self._pipe_stages[0]
-        # scale_grads=False: torch would divide *all* of .grad by the microbatch count at
-        # the end of a step, including gradients accumulated by earlier steps; the loss is
-        # divided per microbatch instead, which is the same for a single step.
-        self.schedule = cls(
-            stage_arg, n_microbatches=num_microbatches, loss_fn=self._loss, scale_grads=False
-        )
+        self._schedule_cls = SCHEDULES[key]
+        self.schedule: Any = None  # built at the first step, once the shapes are known
         self._register_state_dict_hook(_to_original_keys)
         self._register_load_state_dict_pre_hook(_to_local_keys, with_module=True)
 
@@ -250,6 +240,8 @@ class PipelineParallel(nn.Module):
         mean over microbatches); the batch's mean loss, on every rank."""
         batch = inputs[0] if inputs else target
         self.check_batch(batch.shape[0])
+        if self.schedule is None:
+            self._build(inputs, batch.shape[0] // self.num_microbatches)
         self._loss_fn = loss_fn
         losses: list[torch.Tensor] = []
         kwargs: dict[str, Any] = {}
@@ -272,6 +264,53 @@ class PipelineParallel(nn.Module):
         """Clip by the norm over every stage's gradients (the same on every rank)."""
         group = self.group if self.group is not None else dist.group.WORLD
         return clip_grad_norm(self.parameters(), max_norm, group=group)
+
+    def _build(self, inputs: tuple[torch.Tensor, ...], micro: int) -> None:
+        """Create torch's stages and schedule with static shapes. torch's own shape
+        inference would run each stage's forward in training mode on uninitialised
+        tensors (corrupting BatchNorm statistics); here one microbatch runs through the
+        stages in eval mode without gradients, and every stage gets its input and output
+        shapes as meta tensors."""
+        if not inputs:
+            raise ValueError("the first step needs the inputs on every rank (to infer shapes)")
+        x: Any = inputs[0][:micro] if len(inputs) == 1 else tuple(t[:micro] for t in inputs)
+        shapes: dict[int, tuple[Any, Any]] = {}
+        modes = [m.training for m in self.modules()]
+        self.eval()
+        with torch.no_grad():
+            for stage_index in range(self.num_stages):
+                owner = stage_index % self.world
+                before = x
+                if owner == self.pp_rank:
+                    x = self.stages[self.stage_ids.index(stage_index)](x)
+                if self.world > 1:
+                    box = [x if owner == self.pp_rank else None]
+                    dist.broadcast_object_list(box, src=self._global_rank(owner), group=self.group)
+                    x = box[0]
+                shapes[stage_index] = (_meta(before, stage_index > 0), _meta(x))
+        for module, mode in zip(self.modules(), modes):
+            module.training = mode
+        self._pipe_stages = [
+            PipelineStage(
+                stage,
+                i,
+                self.num_stages,
+                self.device,
+                input_args=shapes[i][0],
+                output_args=shapes[i][1],
+                output_grads=shapes[i][1],
+                input_grads=None if i == 0 else shapes[i][0],
+                group=self.group,
+            )  # fmt: skip
+            for stage, i in zip(self.stages, self.stage_ids)
+        ]
+        stage_arg = self._pipe_stages if len(self._pipe_stages) > 1 else self._pipe_stages[0]
+        # scale_grads=False: torch would divide *all* of .grad by the microbatch count at
+        # the end of a step, including gradients accumulated by earlier steps; the loss is
+        # divided per microbatch instead, which is the same for a single step.
+        self.schedule = self._schedule_cls(
+            stage_arg, n_microbatches=self.num_microbatches, loss_fn=self._loss, scale_grads=False
+        )
 
     # -- inference -----------------------------------------------------------------------------
     @torch.no_grad()
@@ -332,6 +371,15 @@ class PipelineParallel(nn.Module):
             f"stages={self.stage_ids} of {self.num_stages}, microbatches={self.num_microbatches}, "
             f"schedule={self.schedule_name!r}"
         )
+
+
+def _meta(value: Any, requires_grad: bool = True) -> Any:
+    """Shape and dtype of ``value`` (a tensor or tuple of tensors) as meta tensors;
+    floating-point ones marked as carrying gradients (the stages exchange those)."""
+    if isinstance(value, torch.Tensor):
+        meta = torch.empty_like(value, device="meta")
+        return meta.requires_grad_(requires_grad and meta.is_floating_point())
+    return tuple(_meta(v, requires_grad) for v in value)
 
 
 def _to_original_keys(module: PipelineParallel, state: dict, prefix: str, local: Any) -> None:
@@ -407,15 +455,46 @@ class PipelineStrategy(ProcessGroupStrategy):
         )
         return self._pipe
 
-    def setup_dataloader(self, loader, *, shuffle: bool, seed: int, drop_last: bool = False):
-        """Every stage reads the same batches (one data-parallel replica)."""
+    def setup_dataloader(self, loader, *, shuffle: bool, seed: int, drop_last: bool | None = None):
+        """Every stage reads the same batches (one data-parallel replica). For training
+        (the Trainer passes ``drop_last``), a last batch smaller than the others is
+        dropped with a warning: the stages exchange microbatches of one fixed shape.
+        Evaluation loaders (no ``drop_last``) keep every sample: their forward does not
+        run the schedule."""
+        import warnings
+
         from deepseek.training.data import EpochSampler, rebuild_dataloader
 
+        size, batch = len(loader.dataset), loader.batch_size
+        if drop_last is not None and batch is not None and batch % self.num_microbatches:
+            raise ValueError(
+                f"num_microbatches={self.num_microbatches} does not divide the batch size "
+                f"{batch}; use a batch size that is a multiple of it"
+            )
+        training = drop_last is not None
+        drop_last = bool(drop_last)
+        if training and not drop_last and batch and size % batch:
+            warnings.warn(
+                f"the pipeline strategy drops the last {size % batch} sample(s) of each epoch: "
+                f"{size} samples do not fill batches of {batch}, and pipeline stages exchange "
+                "microbatches of one fixed shape",
+                stacklevel=2,
+            )
+            drop_last = True
         sampler = EpochSampler(
-            len(loader.dataset), shuffle=shuffle, seed=seed, num_replicas=1, rank=0,
-            drop_last=drop_last,
-        )  # fmt: skip
-        return rebuild_dataloader(loader, sampler)
+            size, shuffle=shuffle, seed=seed, num_replicas=1, rank=0, drop_last=drop_last
+        )
+        rebuilt = rebuild_dataloader(loader, sampler)
+        if drop_last and not rebuilt.drop_last:
+            from torch.utils.data import DataLoader
+
+            rebuilt = DataLoader(
+                rebuilt.dataset, batch_size=batch, sampler=sampler, drop_last=True,
+                num_workers=rebuilt.num_workers, collate_fn=rebuilt.collate_fn,
+                pin_memory=rebuilt.pin_memory, worker_init_fn=rebuilt.worker_init_fn,
+                generator=rebuilt.generator,
+            )  # fmt: skip
+        return rebuilt
 
     def forward_backward(
         self,
