@@ -193,9 +193,10 @@ def test_compiled_int8_model_runs_int8_kernels() -> None:
     model = ResidualCNN().eval()
     x, _ = _data(16)
     int8 = convert(calibrate(model, [x]))
-    with torch.no_grad():
-        compiled, reference = int8(x), int8.graph(x)
-    assert (compiled.argmax(1) == reference.argmax(1)).float().mean() >= 0.99
+    for batch in (x, x[:3]):  # a second batch size recompiles (the int8 conv needs static shapes)
+        with torch.no_grad():
+            compiled, reference = int8(batch), int8.graph(batch)
+        assert torch.allclose(compiled, reference, atol=1e-4)
 
 
 @pytest.mark.parametrize(

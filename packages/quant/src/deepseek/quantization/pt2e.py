@@ -348,7 +348,9 @@ class Int8Model(nn.Module):
             import torch._inductor.config as inductor_config
 
             inductor_config.freezing = True  # int8 weights become constants for the kernels
-            self._compiled_fn = torch.compile(self.graph)
+            # Static shapes: the int8 conv lowering has a layout bug with a symbolic batch
+            # (recompiles once per batch size instead).
+            self._compiled_fn = torch.compile(self.graph, dynamic=False)
         with torch.no_grad():
             return self._compiled_fn(*args)
 
