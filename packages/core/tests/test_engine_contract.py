@@ -458,3 +458,53 @@ def test_a_users_epoch_sampler_subclass_is_kept():
     Trainer(make_model(), torch.optim.SGD, {"lr": 0.1}, train_data=loader,
             loss_fn=nn.functional.cross_entropy, callbacks=[Record()], **QUIET).fit()  # fmt: skip
     assert torch.equal(torch.cat(seen), data.tensors[0].flip(0))
+
+
+# -- accumulating metrics -----------------------------------------------------------------------
+
+
+def _whole_set_f1(logits: torch.Tensor, target: torch.Tensor) -> float:
+    """Macro F1 over both classes (what ``"f1"`` means for two-column logits)."""
+    pred = logits.argmax(-1)
+    scores = []
+    for c in (0, 1):
+        tp = ((pred == c) & (target == c)).sum().item()
+        fp = ((pred == c) & (target != c)).sum().item()
+        fn = ((pred != c) & (target == c)).sum().item()
+        scores.append(2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 0.0)
+    return sum(scores) / 2
+
+
+def test_validation_metrics_are_computed_over_the_whole_set_not_per_batch():
+    data = make_data(30, seed=3)  # batches of 8, 8, 8, 6: per-batch means would differ
+    model = make_model()
+    trainer = Trainer(
+        model, torch.optim.SGD, {"lr": 0.1}, batch_size=8, loss_fn=nn.functional.cross_entropy,
+        metrics=["accuracy", "f1"], **QUIET,
+    )  # fmt: skip
+    results = trainer.validate(data)
+    x, y = data.tensors
+    with torch.no_grad():
+        logits = model(x)
+    assert results["val_accuracy"] == pytest.approx((logits.argmax(-1) == y).float().mean().item())
+    assert results["val_f1"] == pytest.approx(_whole_set_f1(logits, y))
+    per_batch = [_whole_set_f1(logits[i : i + 8], y[i : i + 8]) for i in range(0, 30, 8)]
+    assert results["val_f1"] != pytest.approx(sum(per_batch) / len(per_batch))
+
+
+def test_torchmetrics_objects_are_accepted_as_is():
+    torchmetrics = pytest.importorskip("torchmetrics")
+    data = make_data(30, seed=3)
+    model = make_model()
+    metric = torchmetrics.classification.MulticlassF1Score(num_classes=2, average="macro")
+    trainer = Trainer(
+        model, torch.optim.SGD, {"lr": 0.1}, batch_size=8, loss_fn=nn.functional.cross_entropy,
+        metrics={"f1_macro_tm": metric}, **QUIET,
+    )  # fmt: skip
+    results = trainer.validate(data)
+    x, y = data.tensors
+    with torch.no_grad():
+        expected = torchmetrics.functional.classification.multiclass_f1_score(
+            model(x), y, num_classes=2, average="macro"
+        )
+    assert results["val_f1_macro_tm"] == pytest.approx(float(expected))
