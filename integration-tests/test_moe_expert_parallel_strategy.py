@@ -15,6 +15,7 @@ import torch.multiprocessing as mp
 from torch.utils.data import TensorDataset
 
 from deepseek.callbacks import Callback
+from deepseek.checkpoint import load_weights
 from deepseek.moe.models import MoETransformerLM
 from deepseek.moe.parallel.strategy import ExpertParallelStrategy
 from deepseek.plugins import registry
@@ -49,7 +50,7 @@ class RecordBatches(Callback):
         self.batches.append(batch[0].clone())
 
 
-def strategy_worker(rank: int, world: int, port: int, ep_size: int) -> None:
+def strategy_worker(rank: int, world: int, port: int, ep_size: int, out: str) -> None:
     os.environ.update(
         MASTER_ADDR="127.0.0.1",
         MASTER_PORT=str(port),
@@ -92,12 +93,26 @@ def strategy_worker(rank: int, world: int, port: int, ep_size: int) -> None:
     assert set(state) == set(expected)
     for name, value in expected.items():
         torch.testing.assert_close(state[name], value, atol=2e-5, rtol=1e-4, msg=name)
+
+    # A checkpoint holds the gathered experts: it loads into a single-process model, and
+    # loading it back through the strategy restores each rank's shard.
+    path = trainer.save_checkpoint(os.path.join(out, "checkpoint"))
+    single = MoETransformerLM(**TINY)
+    load_weights(single, path)
+    for name, value in single.state_dict().items():
+        torch.testing.assert_close(value, state[name], msg=name)
+    shard = model.blocks[1].ffn.experts.w1.detach().clone()
+    with torch.no_grad():
+        model.blocks[1].ffn.experts.w1.zero_()
+    trainer.strategy.load_model_state_dict(trainer.model, single.state_dict())
+    torch.testing.assert_close(model.blocks[1].ffn.experts.w1.detach(), shard)
     trainer.strategy.teardown()
 
 
 @pytest.mark.parametrize("world, ep_size", [(2, 2), (4, 2)], ids=["mesh-1x2", "mesh-2x2"])
-def test_expert_strategy_equals_single_process_training(world, ep_size):
-    mp.spawn(strategy_worker, args=(world, free_port(), ep_size), nprocs=world, join=True)
+def test_expert_strategy_equals_single_process_training(world, ep_size, tmp_path):
+    args = (world, free_port(), ep_size, str(tmp_path))
+    mp.spawn(strategy_worker, args=args, nprocs=world, join=True)
 
 
 def test_expert_strategy_is_registered_and_checks_its_options():
