@@ -7,6 +7,7 @@ state dict), alternating the two models per round so machine load hits both alik
 
     python benchmarks/bench_nlp_train.py            # 3 rounds x 5 steps
     python benchmarks/bench_nlp_train.py --quick    # 1 round x 2 steps
+    python benchmarks/bench_nlp_train.py --small    # small BERT, 8 alternating rounds
 
 Prints a markdown table. CPU only here; bert-base is slow on 2 cores, so step counts are
 small: read the numbers as +-10%.
@@ -20,16 +21,21 @@ import time
 
 import torch
 
+SMALL = {"hidden_size": 256, "num_hidden_layers": 4, "num_attention_heads": 4,
+         "intermediate_size": 1024}  # fmt: skip
 
-def build(num_labels: int = 3):
+
+def build(num_labels: int = 3, **sizes: int):
     import transformers
 
     from deepseek.nlp import BertConfig, BertForSequenceClassification
 
     torch.manual_seed(0)
-    hf_config = transformers.BertConfig(vocab_size=21128, num_labels=num_labels)
+    hf_config = transformers.BertConfig(vocab_size=21128, num_labels=num_labels, **sizes)
     theirs = transformers.BertForSequenceClassification(hf_config)
-    ours = BertForSequenceClassification(BertConfig(vocab_size=21128, num_labels=num_labels))
+    ours = BertForSequenceClassification(
+        BertConfig(vocab_size=21128, num_labels=num_labels, **sizes)
+    )
     ours.load_state_dict(theirs.state_dict(), strict=False)
     for a, b in zip(ours.state_dict().values(), theirs.state_dict().values(), strict=False):
         assert a.shape == b.shape
@@ -84,9 +90,16 @@ def compare(ours, theirs, fn, inputs, rounds: int, steps: int) -> tuple[float, f
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer rounds and steps")
+    parser.add_argument(
+        "--small",
+        action="store_true",
+        help="a 4-layer, 256-wide BERT, 8 alternating rounds of 1 step (for loaded machines)",
+    )
     args = parser.parse_args()
     rounds, steps = (1, 2) if args.quick else (3, 5)
-    ours, theirs = build()
+    if args.small:
+        rounds, steps = 8, 1
+    ours, theirs = build(**(SMALL if args.small else {}))
     rows = []
     cases = [
         ("train step, batch 8, seq 128", time_train, batch(8, 128), 8),
@@ -96,7 +109,8 @@ def main() -> None:
     for name, fn, inputs, size in cases:
         mine, ref = compare(ours, theirs, fn, inputs, rounds, steps)
         rows.append((name, size / mine, size / ref, ref / mine))
-    print(f"\nbert-base (vocab 21128), fp32, CPU threads={torch.get_num_threads()}, "
+    size = "4-layer, 256-wide BERT" if args.small else "bert-base"
+    print(f"\n{size} (vocab 21128), fp32, CPU threads={torch.get_num_threads()}, "
           f"{rounds} rounds x {steps} steps (median)\n")  # fmt: skip
     print("| case | deepseek.nlp samples/s | transformers samples/s | ratio |")
     print("|---|---|---|---|")
