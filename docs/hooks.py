@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import typing
+from pathlib import Path
 from typing import Any
 
 
@@ -36,6 +37,8 @@ def _see_deepseek_as_namespace() -> None:
 
 CONFIG_MARKER = "<!-- generated: config-reference -->"
 HOOKS_MARKER = "<!-- generated: hooks -->"
+BENCHMARKS_MARKER = "<!-- generated: benchmarks -->"
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def _type_name(hint: Any) -> str:
@@ -150,6 +153,20 @@ def hooks_reference() -> str:
     return "\n".join(lines) + "\n"
 
 
+def benchmarks_reference(root: Path = ROOT) -> str:
+    """A table of every ``benchmarks/bench_*.py``: its question (the docstring's first
+    sentence) and the command that reproduces its table."""
+    import ast
+
+    lines = ["| script | question | reproduce |", "|---|---|---|"]
+    for script in sorted((root / "benchmarks").glob("bench_*.py")):
+        doc = ast.get_docstring(ast.parse(script.read_text(encoding="utf-8"))) or ""
+        first = " ".join(doc.split("\n\n")[0].split()).replace("|", "\\|")
+        command = f"python benchmarks/{script.name} --quick"
+        lines.append(f"| `{script.stem}` | {first} | `{command}` |")
+    return "\n".join(lines) + "\n"
+
+
 def on_config(config: Any, **kwargs: Any) -> Any:
     _see_deepseek_as_namespace()
     return config
@@ -160,4 +177,6 @@ def on_page_markdown(markdown: str, **kwargs: Any) -> str:
         markdown = markdown.replace(CONFIG_MARKER, config_reference())
     if HOOKS_MARKER in markdown:
         markdown = markdown.replace(HOOKS_MARKER, hooks_reference())
+    if BENCHMARKS_MARKER in markdown:
+        markdown = markdown.replace(BENCHMARKS_MARKER, benchmarks_reference())
     return markdown
