@@ -95,6 +95,7 @@ class Distiller(nn.Module):
         self.feature_weight = float(feature_weight)
         self.projections = nn.ModuleDict()
         self._captured: dict[str, torch.Tensor] = {}
+        self._capturing = False
         for s_name, t_name in self.features.items():
             s_layer, t_layer = _find(student, s_name, "student"), _find(teacher, t_name, "teacher")
             projection = _projection(_width(s_layer, s_name), _width(t_layer, t_name))
@@ -104,7 +105,8 @@ class Distiller(nn.Module):
 
     def _capture(self, key: str):
         def hook(module: nn.Module, args: Any, output: Any) -> None:
-            self._captured[key] = output[0] if isinstance(output, (tuple, list)) else output
+            if self._capturing:  # only inside loss(): plain predictions keep nothing alive
+                self._captured[key] = output[0] if isinstance(output, (tuple, list)) else output
 
         return hook
 
@@ -158,9 +160,14 @@ class Distiller(nn.Module):
                 "a distillation batch is (inputs, target) or an inputs tensor, got "
                 f"{type(batch).__name__}"
             )
-        with torch.no_grad():
-            teacher_logits = self.teacher(inputs)
-        loss = self.criterion(self.student(inputs), teacher_logits, target)
+        self._capturing = bool(self.features)
+        try:
+            with torch.no_grad():
+                teacher_logits = self.teacher(inputs)
+            student_logits = self.student(inputs)
+        finally:
+            self._capturing = False
+        loss = self.criterion(student_logits, teacher_logits, target)
         features = self._feature_term()
         return loss if features is None else loss + self.feature_weight * features
 

@@ -194,9 +194,17 @@ class QuantizedModel(nn.Module):
         quantizer = _quantizer(self.config, self.float_model, is_qat=self.is_qat)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
-            graph = (flow.prepare_qat_pt2e if self.is_qat else flow.prepare_pt2e)(
-                exported, quantizer
-            )
+            try:
+                graph = (flow.prepare_qat_pt2e if self.is_qat else flow.prepare_pt2e)(
+                    exported, quantizer
+                )
+            except ValueError as exc:
+                raise RuntimeError(
+                    f"the quantizer could not annotate {type(self.float_model).__name__}: "
+                    f"{exc}. A common cause is one module object called at two places (such "
+                    "as a single nn.ReLU reused in a block): give each call its own module, "
+                    "or skip that part with QuantConfig(skip=...)"
+                ) from exc
         pt2e.allow_exported_model_train_eval(graph)
         graph.train(self.training) if self.is_qat else graph.eval()
         self.quantized = graph
