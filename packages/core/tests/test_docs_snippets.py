@@ -240,3 +240,20 @@ def test_benchmarks_page_lists_every_script_with_a_working_command() -> None:
     for script in scripts:
         assert f"`python benchmarks/{script.name} --quick`" in table
         assert "--quick" in script.read_text(encoding="utf-8"), f"{script.name} has no --quick"
+
+
+def test_print_config_as_documented(capsys, monkeypatch) -> None:
+    from deepseek.cli import main
+
+    argv = next(
+        a for p, a in documented_commands() if p == "configuration.md" and "--print-config" in a
+    )
+    monkeypatch.chdir(ROOT)
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert re.search(r"^  max_epochs: 3$", printed, re.M), printed
+    # Every top-level key of the generated reference is a key of the resolved config.
+    reference = load_docs_module("hooks").config_reference()
+    top = reference.split("### `data`")[0]
+    for key in re.findall(r"^\| `(\w+)` \|", top, re.M):
+        assert re.search(rf"^{key}:", printed, re.M), f"{key} documented but not printed"
