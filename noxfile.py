@@ -79,6 +79,15 @@ def integration(session: nox.Session) -> None:
 
 
 @nox.session
+def docs(session: nox.Session) -> None:
+    """Build the documentation site strictly (broken links, anchors and references fail).
+    Every package is installed so the generated configuration reference is complete."""
+    siblings = [f"packages/{p}" for p in PACKAGES if p != "core"]
+    install(session, *editable("packages/core[docs]", *siblings))
+    session.run("mkdocs", "build", "--strict", "--site-dir", f"{session.create_tmp()}/site")
+
+
+@nox.session
 def wheels(session: nox.Session) -> None:
     """Build every wheel, check the namespace rule, install them non-editable in a fresh
     venv and run the smoke tests there."""
