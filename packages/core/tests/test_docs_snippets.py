@@ -186,9 +186,9 @@ def test_internal_links_resolve() -> None:
 def test_guides_include_existing_package_readmes() -> None:
     guides = sorted((DOCS / "guides").glob("*.md"))
     assert guides
-    for guide in guides:
-        for include in re.findall(r'--8<-- "([^"]+)"', guide.read_text(encoding="utf-8")):
-            assert (ROOT / include).is_file(), f"{guide.name} includes missing {include}"
+    for page in doc_pages():
+        for include in re.findall(r'--8<-- "([^"]+)"', page.read_text(encoding="utf-8")):
+            assert (ROOT / include).is_file(), f"{page.name} includes missing {include}"
     readmes = {p.parent.name for p in (ROOT / "packages").glob("*/README.md")}
     assert {g.stem for g in guides} == readmes, "one guide per package README"
 
