@@ -257,3 +257,9 @@ def test_print_config_as_documented(capsys, monkeypatch) -> None:
     top = reference.split("### `data`")[0]
     for key in re.findall(r"^\| `(\w+)` \|", top, re.M):
         assert re.search(rf"^{key}:", printed, re.M), f"{key} documented but not printed"
+
+
+def test_getting_started_has_the_readme_two_commands() -> None:
+    readme = code_blocks((ROOT / "README.md").read_text(encoding="utf-8"), "bash")
+    page = code_blocks((DOCS / "getting-started.md").read_text(encoding="utf-8"), "bash")
+    assert [code for _, code, _ in page[:2]] == [code for _, code, _ in readme[:2]]
