@@ -46,17 +46,20 @@ def cpu_header() -> str:
     return f"CPU: {name} ({os.cpu_count()} cores); int8 features: {features}"
 
 
-def median_ms(fn, x: torch.Tensor, repeats: int) -> float:
+def median_ms(fns: list, x: torch.Tensor, repeats: int) -> list[float]:
+    """Median time of each function on ``x``, timed round-robin so that load changes on
+    a shared machine hit every implementation alike."""
+    times: list[list[float]] = [[] for _ in fns]
     with torch.inference_mode():
-        for _ in range(3):
-            fn(x)
-        times = []
+        for fn in fns:
+            for _ in range(3):
+                fn(x)
         for _ in range(repeats):
-            start = time.perf_counter()
-            fn(x)
-            times.append(time.perf_counter() - start)
-    times.sort()
-    return 1000 * times[len(times) // 2]
+            for i, fn in enumerate(fns):
+                start = time.perf_counter()
+                fn(x)
+                times[i].append(time.perf_counter() - start)
+    return [1000 * sorted(t)[len(t) // 2] for t in times]
 
 
 def build(name: str) -> tuple[nn.Module, tuple[int, ...]]:
@@ -104,9 +107,7 @@ def main() -> None:
             torch.set_num_threads(threads)
             for batch in (1, 32):
                 x = torch.randn(batch, *shape)
-                fp32 = median_ms(model, x, repeats)
-                q = median_ms(int8, x, repeats)
-                p = median_ms(pruned, x, repeats)
+                fp32, q, p = median_ms([model, int8, pruned], x, repeats)
                 rows.append(
                     (
                         name,
