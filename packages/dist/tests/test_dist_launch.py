@@ -173,7 +173,7 @@ def test_launcher_builds_torchruns_command_line(tmp_path: Path) -> None:
     section = DistributedConfig(gpu_ids=[0, 1, 2])
     assert torchrun_args(args, section) == [
         "--nproc-per-node", "3", "--nnodes", "2", "--rdzv-endpoint", "node0:29500",
-        "--rdzv-backend", "c10d", "-m", "deepseek.distributed.job", "job.yaml",
+        "--rdzv-backend", "c10d", "-m", "deepseek.cli", "train", "job.yaml",
         "--set", "trainer.max_epochs=1",
     ]  # fmt: skip
 

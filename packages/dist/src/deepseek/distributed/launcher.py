@@ -5,8 +5,9 @@
     deepseek launch --nproc-per-node 2 --max-restarts 3 config.yaml --set trainer.max_epochs=3
     deepseek launch --nnodes 2 --rdzv-endpoint node0:29500 --nproc-per-node 8 config.yaml
 
-A ``.yaml``/``.yml`` target runs the config's job in every process
-(``python -m deepseek.distributed.job``); anything else is a script run as torchrun would.
+A ``.yaml``/``.yml`` target runs the config's job in every process (``deepseek train``,
+which builds the strategy from the ``distributed:`` section); anything else is a script
+run as torchrun would.
 Each worker gets ``OMP_NUM_THREADS`` = CPU cores / processes per node unless it is set.
 Before any process starts, the section's devices are checked (``backend: nccl`` on a
 machine without CUDA, ``gpu_ids`` naming absent devices: one clear error).
@@ -84,7 +85,7 @@ def torchrun_args(args: argparse.Namespace, section: Any = None) -> list[str]:
         command += ["--node-rank", str(args.node_rank)]
     target = Path(args.target)
     if target.suffix in (".yaml", ".yml"):
-        command += ["-m", "deepseek.distributed.job", str(target)]
+        command += ["-m", "deepseek.cli", "train", str(target)]
         for item in args.overrides:
             command += ["--set", item]
     else:
