@@ -324,3 +324,29 @@ def test_yaml_job_with_a_bad_option_says_what_is_wrong(tmp_path, capsys) -> None
     err = capsys.readouterr().err
     assert "histogram_every_n_steps must be a positive int" in err
     assert "Traceback" not in err
+
+
+def test_only_global_rank_zero_writes_under_ddp(tmp_path) -> None:
+    if "ddp" not in registry("strategy").names():
+        pytest.skip("the ddp strategy comes with deepseek-dist, not installed here")
+    import json
+    import socket
+
+    import torch.multiprocessing as mp
+    from _tensorboard_ddp_worker import rank
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    mp.spawn(rank, args=(2, port, str(tmp_path)), nprocs=2, join=True)
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert [r["is_global_zero"] for r in ranks] == [True, False]
+    # One writer (rank zero's): one event file, holding rank zero's metrics.
+    assert len(list((tmp_path / "tb").glob("events.out.tfevents.*"))) == 1
+    events = read_events(tmp_path / "tb")
+    train_loss = scalars(events, "train_loss")
+    expected = {int(k): v for k, v in ranks[0]["train_loss"].items()}
+    assert sorted(train_loss) == sorted(expected) == [1, 2, 3, 4]
+    assert all(close(train_loss[s], expected[s]) for s in expected)
+    assert sorted(scalars(events, "val_loss")) == [4]
+    assert [h.step for h in events.Histograms("weights/weight")] == [2, 4]
