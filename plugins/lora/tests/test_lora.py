@@ -1,0 +1,303 @@
+"""Tests of deepseek-lora on generic torch models (only deepseek-core installed)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+from deepseek_lora import Lora, LoraError, LoraLinear, lora_state_dict, merge
+from torch import nn
+
+import deepseek as ds
+from deepseek.plugins import registry
+
+
+class Block(nn.Module):
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.query, self.key, self.value = (
+            nn.Linear(dim, dim),
+            nn.Linear(dim, dim),
+            nn.Linear(dim, dim),
+        )
+        self.norm = nn.LayerNorm(dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        scores = self.query(x) @ self.key(x).transpose(-1, -2) / x.shape[-1] ** 0.5
+        return self.norm(x + scores.softmax(-1) @ self.value(x))
+
+
+class Net(nn.Module):
+    """A tiny attention classifier whose layer names look like BERT's."""
+
+    def __init__(self, dim: int = 8, layers: int = 2, classes: int = 2) -> None:
+        super().__init__()
+        self.embed = nn.Linear(4, dim)
+        self.layers = nn.ModuleList(Block(dim) for _ in range(layers))
+        self.classifier = nn.Linear(dim, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.embed(x)
+        for layer in self.layers:
+            h = layer(h)
+        return self.classifier(h.mean(dim=1))
+
+
+def net(seed: int = 0) -> Net:
+    torch.manual_seed(seed)
+    return Net()
+
+
+def inputs(n: int = 16) -> torch.Tensor:
+    return torch.randn(n, 5, 4, generator=torch.Generator().manual_seed(1))
+
+
+def lora(**options) -> Lora:
+    options = {"rank": 4, "alpha": 8, "target_modules": ["*.query", "*.value"], **options}
+    return registry("algorithm").create("lora", **options)
+
+
+def deepseek(*args: str, cwd=None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "deepseek.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=cwd,
+    )
+
+
+def test_plugin_passes_deepseek_plugins_check() -> None:
+    result = deepseek("plugins", "--check", "lora")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "lora  (deepseek-lora" in result.stdout
+
+
+def test_registered_by_this_distribution_and_built_by_name() -> None:
+    assert registry("algorithm").provider("lora").distribution == "deepseek-lora"
+    assert "LoRA" in registry("algorithm").get("lora").description
+    algorithm = lora()
+    assert isinstance(algorithm, Lora) and algorithm.rank == 4 and algorithm.alpha == 8
+
+
+def test_wraps_only_matching_linears_and_initial_outputs_are_exactly_the_base_ones() -> None:
+    model, x = net().eval(), inputs()
+    with torch.no_grad():
+        before = model(x)
+    base_weights = {n: p.detach().clone() for n, p in model.named_parameters()}
+    out = lora().apply(model)
+    assert out is model  # changed in place (works with `at: N` too)
+    wrapped = sorted(n for n, m in model.named_modules() if isinstance(m, LoraLinear))
+    assert wrapped == ["layers.0.query", "layers.0.value", "layers.1.query", "layers.1.value"]
+    assert isinstance(model.layers[0].key, nn.Linear) and not isinstance(
+        model.layers[0].key, LoraLinear
+    )
+    layer = model.layers[0].query
+    assert layer.lora_A.shape == (4, 8) and layer.lora_B.shape == (8, 4)
+    assert torch.count_nonzero(layer.lora_B) == 0 and torch.count_nonzero(layer.lora_A) > 0
+    assert layer.scaling == 2.0
+    # the base parameters keep their state-dict names and values
+    state = model.state_dict()
+    for name, value in base_weights.items():
+        assert torch.equal(state[name], value)
+    with torch.no_grad():
+        assert torch.equal(model(x), before)
+    trainable = sorted(n for n, p in model.named_parameters() if p.requires_grad)
+    assert trainable == sorted(
+        f"layers.{i}.{m}.lora_{ab}" for i in (0, 1) for m in ("query", "value") for ab in "AB"
+    )
+
+
+def test_lora_forward_matches_a_naive_computation() -> None:
+    torch.manual_seed(0)
+    base = nn.Linear(6, 3)
+    layer = LoraLinear(base, rank=2, alpha=3)
+    with torch.no_grad():
+        layer.lora_B.normal_()
+    x = torch.randn(4, 6)
+    naive = x @ base.weight.T + base.bias + (x @ layer.lora_A.T @ layer.lora_B.T) * 1.5
+    torch.testing.assert_close(layer(x), naive)
+
+
+def train(model: nn.Module, steps_epochs: int = 2, tmp_path=None) -> ds.Trainer:
+    x = inputs(32)
+    y = (x.sum(dim=(1, 2)) > 0).long()
+    trainer = ds.Trainer(
+        model,
+        torch.optim.AdamW,
+        optimizer_kwargs={"lr": 0.05, "weight_decay": 0.1},
+        train_data=torch.utils.data.TensorDataset(x, y),
+        batch_size=8,
+        max_epochs=steps_epochs,
+        loss_fn=nn.functional.cross_entropy,
+        enable_progress_bar=False,
+        default_root_dir=str(tmp_path) if tmp_path else None,
+        seed=0,
+    )
+    trainer.fit()
+    return trainer
+
+
+def test_training_changes_only_adapters_and_kept_modules(tmp_path) -> None:
+    model = lora(trainable=["classifier"]).apply(net())
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    trainer = train(model, tmp_path=tmp_path)
+    assert trainer.global_step == 8
+    changed = {n for n, p in model.named_parameters() if not torch.equal(p, before[n])}
+    adapters = {n for n in before if ".lora_" in n}
+    assert changed == adapters | {"classifier.weight", "classifier.bias"}
+    assert all(
+        torch.count_nonzero(model.get_submodule(n.rsplit(".", 1)[0]).lora_B) > 0 for n in adapters
+    )
+
+
+def test_merge_equals_the_adapter_model_and_leaves_plain_linears(tmp_path) -> None:
+    model = lora(trainable=["classifier"]).apply(net())
+    train(model, tmp_path=tmp_path)
+    model.eval()
+    x = inputs()
+    with torch.no_grad():
+        expected = model(x)
+        base_names = {n for n in model.state_dict() if ".lora_" not in n}
+        merged = merge(model)
+        got = merged(x)
+    assert not any(isinstance(m, LoraLinear) for m in merged.modules())
+    assert set(merged.state_dict()) == base_names == set(net().state_dict())
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+    # the merged weights load into a plain model of the architecture (export)
+    plain = net(seed=5).eval()
+    plain.load_state_dict(merged.state_dict())
+    with torch.no_grad():
+        torch.testing.assert_close(plain(x), expected, atol=1e-5, rtol=1e-5)
+
+
+def test_state_dict_round_trips_through_a_file(tmp_path) -> None:
+    model = lora(trainable="classifier").apply(net())
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.requires_grad:
+                p.add_(0.1 * torch.randn_like(p))
+    path = tmp_path / "adapter.pt"
+    torch.save(model.state_dict(), path)
+    fresh = lora(trainable="classifier").apply(net(seed=3))
+    fresh.load_state_dict(torch.load(path, weights_only=True))  # strict
+    x = inputs()
+    model.eval(), fresh.eval()
+    with torch.no_grad():
+        assert torch.equal(fresh(x), model(x))
+    # only the adapters + kept modules: base checkpoint + small adapter file
+    small = lora_state_dict(model)
+    assert set(small) == {n for n, p in model.named_parameters() if p.requires_grad}
+    again = lora(trainable="classifier").apply(net(seed=0))  # same base weights
+    missing, unexpected = again.load_state_dict(small, strict=False)
+    assert not unexpected and all(".lora_" not in k and "classifier" not in k for k in missing)
+    with torch.no_grad():
+        assert torch.equal(again.eval()(x), model(x))
+
+
+def test_dtype_and_dropout_follow_the_base_layer() -> None:
+    base = nn.Linear(4, 4).to(torch.bfloat16)
+    layer = LoraLinear(base, rank=2, alpha=2, dropout=0.5)
+    assert layer.lora_A.dtype == layer.lora_B.dtype == torch.bfloat16
+    assert isinstance(layer.lora_dropout, nn.Dropout)
+    x = torch.randn(3, 4, dtype=torch.bfloat16)
+    assert torch.equal(layer.eval()(x), base(x))
+    assert merge(nn.Sequential(layer))[0].weight.dtype == torch.bfloat16
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"rank": 0}, "rank must be a positive integer"),
+        ({"rank": 2.5}, "rank must be a positive integer"),
+        ({"rank": True}, "rank must be a positive integer"),
+        ({"alpha": 0}, "alpha must be a positive number"),
+        ({"alpha": "16"}, "alpha must be a positive number"),
+        ({"dropout": 1.0}, "dropout must be a probability"),
+        ({"target_modules": []}, "target_modules is empty"),
+        ({"target_modules": [3]}, "target_modules must be a list of module-name patterns"),
+        ({"trainable": [""]}, "trainable must be a list"),
+    ],
+)
+def test_bad_options_give_one_clear_error(options, message) -> None:
+    with pytest.raises(LoraError, match=message):
+        lora(**options)
+
+
+def test_a_pattern_that_matches_nothing_lists_close_names() -> None:
+    model = net()
+    with pytest.raises(LoraError) as info:
+        lora(target_modules=["*.quer", "*.value", "*.vlaue"]).apply(model)
+    message = str(info.value)
+    assert "'*.quer' matches no module of Net" in message and "'query'" in message
+    assert "'*.vlaue'" in message and "'value'" in message
+    assert "'*.value'" not in message  # good patterns are not reported
+    assert isinstance(info.value, ValueError)
+    assert not any(isinstance(m, LoraLinear) for m in model.modules())  # nothing changed
+    assert all(p.requires_grad for p in model.parameters())
+
+
+def test_a_pattern_on_a_non_linear_module_says_so() -> None:
+    with pytest.raises(LoraError, match=r"matches no Linear \('layers.0.norm' is a LayerNorm"):
+        lora(target_modules=["*.norm"]).apply(net())
+    with pytest.raises(LoraError, match="trainable pattern 'clasifier' matches no module"):
+        lora(trainable=["clasifier"]).apply(net())
+
+
+def test_applying_twice_asks_to_merge_first() -> None:
+    model = lora().apply(net())
+    with pytest.raises(LoraError, match="already has a LoRA adapter; merge"):
+        lora().apply(model)
+
+
+def test_applied_from_a_yaml_config_by_deepseek_train(tmp_path) -> None:
+    (tmp_path / "job.py").write_text(
+        textwrap.dedent("""
+        import json, torch
+        from pathlib import Path
+        from torch import nn
+        from deepseek.callbacks import Callback
+
+        def model():
+            torch.manual_seed(0)
+            return nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
+
+        def data():
+            x = torch.randn(32, 4, generator=torch.Generator().manual_seed(0))
+            return torch.utils.data.TensorDataset(x, (x.sum(1) > 0).long())
+
+        class Record(Callback):
+            def on_fit_end(self, trainer):
+                m = trainer.unwrapped_model
+                json.dump({"types": [type(x).__name__ for x in m],
+                           "trainable": sorted(n for n, p in m.named_parameters()
+                                               if p.requires_grad),
+                           "lora_B_nonzero": bool(m[0].lora_B.abs().sum() > 0)},
+                          open(Path(__file__).parent / "record.json", "w"))
+    """)
+    )
+    (tmp_path / "job.yaml").write_text(
+        textwrap.dedent("""
+        model: {name: "job:model"}
+        data: {train: "job:data", batch_size: 8}
+        optimizer: {name: SGD, lr: 0.1}
+        trainer: {max_epochs: 1, loss: cross_entropy, enable_progress_bar: false}
+        callbacks: [{name: "job:Record"}]
+        algorithms:
+          - {name: lora, rank: 2, alpha: 4, target_modules: ["0"], trainable: ["2"]}
+        output_dir: out
+    """)
+    )
+    result = deepseek("train", "job.yaml", cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    record = json.loads((tmp_path / "record.json").read_text())
+    assert record["types"] == ["LoraLinear", "ReLU", "Linear"]
+    assert record["trainable"] == ["0.lora_A", "0.lora_B", "2.bias", "2.weight"]
+    assert record["lora_B_nonzero"]
+    bad = deepseek("train", "job.yaml", "--set", "algorithms=[{name: lora, rank: 0}]", cwd=tmp_path)
+    assert bad.returncode != 0 and "rank must be a positive integer" in bad.stderr + bad.stdout
+    assert "Traceback" not in bad.stderr
