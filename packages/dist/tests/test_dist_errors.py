@@ -111,3 +111,28 @@ def test_fsdp_takes_its_mixed_precision_policy_from_the_trainer(alone, tmp_path:
     t.strategy.teardown()
     assert seen and all(dtype == torch.bfloat16 for dtype in seen)  # computed in bf16
     assert all(p.dtype == torch.float32 for p in model.parameters())  # kept in fp32
+
+
+def test_fsdp_cpu_offload_on_the_cpu_warns_and_trains_like_one_process(
+    alone, tmp_path: Path
+) -> None:
+    data = torch.utils.data.TensorDataset(torch.randn(8, 4), torch.randn(8, 2))
+    states = []
+    for strategy in ({"cpu_offload": True}, None):
+        kwargs = dict(optimizer_kwargs={"lr": 0.1}, train_data=data, batch_size=4,
+                      loss_fn=F.mse_loss, max_epochs=1, enable_progress_bar=False,
+                      default_root_dir=None, shuffle=False)  # fmt: skip
+        if strategy is not None:
+            kwargs["strategy"] = ddist.FSDPStrategy(**strategy)
+        if strategy is not None:
+            with pytest.warns(
+                UserWarning, match="cpu_offload has no effect when training on the CPU"
+            ):
+                t = ds.Trainer(net(8), torch.optim.SGD, **kwargs)
+        else:
+            t = ds.Trainer(net(8), torch.optim.SGD, **kwargs)
+        t.fit()
+        states.append(t.strategy.model_state_dict(t.model))
+        t.strategy.teardown()
+    for key, value in states[1].items():
+        torch.testing.assert_close(states[0][key], value)

@@ -92,12 +92,26 @@ class FSDPStrategy(DTensorStrategy):
         kwargs: dict[str, Any] = {
             "mesh": self.mesh,
             "reshard_after_forward": self.reshard_after_forward,
-            "offload_policy": CPUOffloadPolicy() if self.cpu_offload else OffloadPolicy(),
+            "offload_policy": CPUOffloadPolicy() if self._offloading() else OffloadPolicy(),
         }
         policy = precision_policy(self.precision) if self.mixed_precision is not False else None
         if policy is not None:
             kwargs["mp_policy"] = policy
         return kwargs
+
+    def _offloading(self) -> bool:
+        """CPU offload moves shards from an accelerator to host memory; training on the
+        CPU they already are there (torch's CPUOffloadPolicy then needs an accelerator)."""
+        if self.cpu_offload and self.device.type == "cpu":
+            import warnings
+
+            warnings.warn(
+                "fsdp cpu_offload has no effect when training on the CPU (the shards are "
+                "already in host memory); it applies on GPUs",
+                stacklevel=3,
+            )
+            self.cpu_offload = False
+        return self.cpu_offload
 
     def setup_model(self, model: nn.Module) -> nn.Module:
         """Shard each block, then the root, over a 1-D mesh of all ranks."""
