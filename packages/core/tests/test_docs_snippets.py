@@ -263,3 +263,34 @@ def test_getting_started_has_the_readme_two_commands() -> None:
     readme = code_blocks((ROOT / "README.md").read_text(encoding="utf-8"), "bash")
     page = code_blocks((DOCS / "getting-started.md").read_text(encoding="utf-8"), "bash")
     assert [code for _, code, _ in page[:2]] == [code for _, code, _ in readme[:2]]
+
+
+def test_troubleshooting_shows_every_fix_check_env_gives() -> None:
+    """Each fix text in deepseek.utils.check_env (the literal parts of Problem's third
+    argument) appears on the troubleshooting page: a new problem needs a row there."""
+    import ast
+
+    from deepseek.utils import check_env
+
+    tree = ast.parse(Path(check_env.__file__).read_text(encoding="utf-8"))
+    assigned = {
+        target.id: node.value
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Assign)
+        for target in node.targets
+        if isinstance(target, ast.Name)
+    }
+    pieces = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "Problem":
+            fix = node.args[2] if len(node.args) == 3 else None
+            fix = assigned.get(fix.id, fix) if isinstance(fix, ast.Name) else fix
+            for part in ast.walk(fix) if fix is not None else ():
+                if isinstance(part, ast.Constant) and isinstance(part.value, str):
+                    pieces.add(part.value.strip())
+    pieces -= {"see the message"}  # the message itself says what to do
+    pieces = {p for p in pieces if len(p) >= 8}
+    assert len(pieces) >= 10
+    page = (DOCS / "troubleshooting.md").read_text(encoding="utf-8").replace("`", "")
+    missing = sorted(p for p in pieces if p not in page)
+    assert not missing, f"troubleshooting.md lacks these fixes from check_env: {missing}"
