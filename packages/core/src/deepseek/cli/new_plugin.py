@@ -11,7 +11,7 @@ built by hatchling and registered through the ``deepseek`` entry point::
         src/deepseek_NAME/plugin.py    the @hookimpl functions (factories are deferred)
         src/deepseek_NAME/<kind>.py    one stub per chosen kind, every hook documented
         examples/NAME.yaml             a config that uses what the plugin registers
-        tests/test_plugin.py           passes as generated: pip install -e . && pytest
+        tests/test_NAME.py             passes as generated: pip install -e . && pytest
 
 The stubs subclass the public base classes and override every hook method they have,
 each calling the base implementation, so the generated plugin works unchanged and an
@@ -133,7 +133,9 @@ def generate(
         f"src/{context.package}/__init__.py": context.package_init(),
         f"src/{context.package}/plugin.py": context.plugin_module(),
         f"examples/{key}.yaml": context.example_yaml(),
-        "tests/test_plugin.py": context.tests(),
+        # Named after the plugin: pytest needs distinct test-file names when several
+        # plugins' tests run in one session (no __init__.py in tests/).
+        f"tests/test_{context.package.removeprefix('deepseek_')}.py": context.tests(),
     }
     for kind in kinds:
         files[f"src/{context.package}/{kind}.py"] = context.stub(kind)
