@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import re
+import shutil
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 import torch
@@ -14,6 +17,8 @@ from torch import nn
 
 import deepseek as ds
 from deepseek.plugins import registry
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 
 class Block(nn.Module):
@@ -254,50 +259,49 @@ def test_applying_twice_asks_to_merge_first() -> None:
         lora().apply(model)
 
 
-def test_applied_from_a_yaml_config_by_deepseek_train(tmp_path) -> None:
-    (tmp_path / "job.py").write_text(
+def test_the_shipped_example_config_trains_with_lora(tmp_path) -> None:
+    """examples/lora.yaml run by `deepseek train`, plus a callback that records the model."""
+    for name in ("lora.yaml", "tiny_job.py"):
+        shutil.copy(EXAMPLES / name, tmp_path / name)
+    (tmp_path / "record.py").write_text(
         textwrap.dedent("""
-        import json, torch
+        import json
         from pathlib import Path
-        from torch import nn
         from deepseek.callbacks import Callback
-
-        def model():
-            torch.manual_seed(0)
-            return nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
-
-        def data():
-            x = torch.randn(32, 4, generator=torch.Generator().manual_seed(0))
-            return torch.utils.data.TensorDataset(x, (x.sum(1) > 0).long())
 
         class Record(Callback):
             def on_fit_end(self, trainer):
                 m = trainer.unwrapped_model
-                json.dump({"types": [type(x).__name__ for x in m],
+                json.dump({"types": {n: type(x).__name__ for n, x in m.named_modules()},
                            "trainable": sorted(n for n, p in m.named_parameters()
                                                if p.requires_grad),
-                           "lora_B_nonzero": bool(m[0].lora_B.abs().sum() > 0)},
+                           "lora_B_nonzero": bool(m.layers[0].query.lora_B.abs().sum() > 0)},
                           open(Path(__file__).parent / "record.json", "w"))
-    """)
+        """)
     )
-    (tmp_path / "job.yaml").write_text(
-        textwrap.dedent("""
-        model: {name: "job:model"}
-        data: {train: "job:data", batch_size: 8}
-        optimizer: {name: SGD, lr: 0.1}
-        trainer: {max_epochs: 1, loss: cross_entropy, enable_progress_bar: false}
-        callbacks: [{name: "job:Record"}]
-        algorithms:
-          - {name: lora, rank: 2, alpha: 4, target_modules: ["0"], trainable: ["2"]}
-        output_dir: out
-    """)
-    )
-    result = deepseek("train", "job.yaml", cwd=tmp_path)
+    record_cb = ["--set", "callbacks=[{name: 'record:Record'}]"]
+    result = deepseek("train", "lora.yaml", *record_cb, cwd=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     record = json.loads((tmp_path / "record.json").read_text())
-    assert record["types"] == ["LoraLinear", "ReLU", "Linear"]
-    assert record["trainable"] == ["0.lora_A", "0.lora_B", "2.bias", "2.weight"]
+    lora_layers = sorted(n for n, t in record["types"].items() if t == "LoraLinear")
+    assert lora_layers == [f"layers.{i}.{m}" for i in (0, 1) for m in ("query", "value")]
+    assert record["trainable"] == sorted(
+        [f"{n}.lora_{ab}" for n in lora_layers for ab in "AB"]
+        + ["classifier.bias", "classifier.weight"]
+    )
     assert record["lora_B_nonzero"]
-    bad = deepseek("train", "job.yaml", "--set", "algorithms=[{name: lora, rank: 0}]", cwd=tmp_path)
+    bad = deepseek("train", "lora.yaml", "--set", "algorithms=[{name: lora, rank: 0}]",
+                   cwd=tmp_path)  # fmt: skip
     assert bad.returncode != 0 and "rank must be a positive integer" in bad.stderr + bad.stdout
     assert "Traceback" not in bad.stderr
+
+
+def test_the_readme_python_snippet_runs() -> None:
+    readme = (EXAMPLES.parent / "README.md").read_text()
+    snippets = re.findall(r"```python\n(.*?)```", readme, re.S)
+    assert snippets
+    for code in snippets:
+        namespace: dict = {}
+        exec(compile(code, "README.md", "exec"), namespace)  # the README's own example
+    assert not any(isinstance(m, LoraLinear) for m in namespace["export"].modules())
+    assert sorted(namespace["adapter"]) == ["0.lora_A", "0.lora_B", "2.bias", "2.weight"]

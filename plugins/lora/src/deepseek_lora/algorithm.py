@@ -148,7 +148,9 @@ def _matches(name: str, pattern: str) -> bool:
     return fnmatch.fnmatchcase(name, pattern) or fnmatch.fnmatchcase(name, "*." + pattern)
 
 
-def _no_match_message(pattern: str, names: Sequence[str], option: str, model: nn.Module) -> str:
+def _no_match_message(
+    pattern: str, names: Sequence[str], option: str, model: nn.Module, kind: str
+) -> str:
     linear_names = [n for n in names if n]
     leaves = sorted({n.rsplit(".", 1)[-1] for n in linear_names})
     bare = pattern.rsplit(".", 1)[-1].strip("*?[]")
@@ -193,15 +195,27 @@ def match_modules(
         if hits:
             found += [n for n in hits if n not in found]
             continue
-        others = [f"{n!r} is a {type(m).__name__}" for n, m in named if _matches(n, pattern)]
-        if others:
+        matched = [(n, m) for n, m in named if _matches(n, pattern)]
+        if matched:
+            kind_name = kind.__name__ if kind is not None else "module"
+            others = "; ".join(f"{n!r} is a {type(m).__name__}" for n, m in matched[:3])
+            inside = [
+                f"{n}.{c}"
+                for n, m in matched
+                for c, sub in m.named_modules()
+                if c and kind is not None and isinstance(sub, kind)
+            ]
+            fix = (
+                f"target the {kind_name} layers inside, e.g. {inside[0]!r}"
+                if inside
+                else f"LoRA adapts {kind_name} layers only"
+            )
             problems.append(
-                f"lora: {option} pattern {pattern!r} matches no {kind.__name__} "  # type: ignore[union-attr]
-                f"({'; '.join(others[:3])}); target the Linear layers inside, e.g. "
-                f"{pattern.rstrip('.*') + '.*'!r}"
+                f"lora: {option} pattern {pattern!r} matches no {kind_name} ({others}); {fix}"
             )
         else:
-            problems.append(_no_match_message(pattern, candidates, option, model))
+            kind_name = kind.__name__ if kind is not None else "module"
+            problems.append(_no_match_message(pattern, candidates, option, model, kind_name))
     if problems:
         raise LoraError("\n".join(problems))
     return found
