@@ -305,3 +305,37 @@ def test_the_readme_python_snippet_runs() -> None:
         exec(compile(code, "README.md", "exec"), namespace)  # the README's own example
     assert not any(isinstance(m, LoraLinear) for m in namespace["export"].modules())
     assert sorted(namespace["adapter"]) == ["0.lora_A", "0.lora_B", "2.bias", "2.weight"]
+
+
+def test_matches_peft_outputs_and_merged_weights() -> None:
+    """The reference: Hugging Face peft's LoRA with the same A and B."""
+    peft = pytest.importorskip("peft")
+    ours = lora(rank=4, alpha=8).apply(net())
+    with torch.no_grad():
+        for module in ours.modules():
+            if isinstance(module, LoraLinear):
+                module.lora_B.normal_()
+    config = peft.LoraConfig(r=4, lora_alpha=8, target_modules=["query", "value"])
+    theirs = peft.get_peft_model(net(), config)
+    with torch.no_grad():
+        for name, module in ours.named_modules():
+            if isinstance(module, LoraLinear):
+                peer = theirs.base_model.model.get_submodule(name)
+                peer.lora_A["default"].weight.copy_(module.lora_A)
+                peer.lora_B["default"].weight.copy_(module.lora_B)
+    ours.eval(), theirs.eval()
+    x = inputs()
+    with torch.no_grad():
+        torch.testing.assert_close(ours(x), theirs(x))
+        assert {n for n, p in theirs.named_parameters() if p.requires_grad} == {
+            f"base_model.model.{n}.{ab}.default.weight"
+            for n, m in ours.named_modules() if isinstance(m, LoraLinear)
+            for ab in ("lora_A", "lora_B")
+        }  # fmt: skip
+        merged_theirs = theirs.merge_and_unload()
+        merged_ours = merge(ours)
+    for (n1, p1), (n2, p2) in zip(
+        merged_ours.state_dict().items(), merged_theirs.state_dict().items(), strict=True
+    ):
+        assert n1 == n2
+        torch.testing.assert_close(p1, p2)
