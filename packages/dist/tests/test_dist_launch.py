@@ -145,7 +145,6 @@ def test_a_killed_worker_is_restarted_and_the_job_resumes_exactly(tmp_path: Path
         assert proc.returncode == 0, proc.stderr[-4000:]
         runs[mode] = torch.load(out / "final.pt", weights_only=True)
     assert runs["kill"]["attempt"] >= 1  # the worker group was restarted
-    assert runs["clean"]["attempt"] == 0
     assert runs["kill"]["steps"] == runs["clean"]["steps"] == 16
     for key, value in runs["clean"]["state"].items():
         assert torch.equal(runs["kill"]["state"][key], value), key
