@@ -35,14 +35,17 @@ class BasicBlock(nn.Module):
         self.bn1 = nn.BatchNorm2d(planes)
         self.conv2 = _conv3x3(planes, planes)
         self.bn2 = nn.BatchNorm2d(planes)
-        self.relu = nn.ReLU(inplace=True)
+        # One activation module per call site: graph quantizers (torchao PT2E) annotate
+        # modules, and a module called twice would merge two partitions.
+        self.relu1 = nn.ReLU(inplace=True)
+        self.relu_out = nn.ReLU(inplace=True)
         self.downsample = _shortcut(in_planes, planes * self.expansion, stride)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         identity = x if self.downsample is None else self.downsample(x)
-        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu1(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
-        return self.relu(out + identity)
+        return self.relu_out(out + identity)
 
 
 class Bottleneck(nn.Module):
@@ -58,15 +61,19 @@ class Bottleneck(nn.Module):
         self.bn2 = nn.BatchNorm2d(planes)
         self.conv3 = _conv1x1(planes, planes * self.expansion)
         self.bn3 = nn.BatchNorm2d(planes * self.expansion)
-        self.relu = nn.ReLU(inplace=True)
+        # One activation module per call site: graph quantizers (torchao PT2E) annotate
+        # modules, and a module called twice would merge two partitions.
+        self.relu1 = nn.ReLU(inplace=True)
+        self.relu2 = nn.ReLU(inplace=True)
+        self.relu_out = nn.ReLU(inplace=True)
         self.downsample = _shortcut(in_planes, planes * self.expansion, stride)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         identity = x if self.downsample is None else self.downsample(x)
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.relu(self.bn2(self.conv2(out)))
+        out = self.relu1(self.bn1(self.conv1(x)))
+        out = self.relu2(self.bn2(self.conv2(out)))
         out = self.bn3(self.conv3(out))
-        return self.relu(out + identity)
+        return self.relu_out(out + identity)
 
 
 def _shortcut(in_planes: int, out_planes: int, stride: int) -> nn.Sequential | None:
