@@ -16,6 +16,7 @@ from deepseek_lora import Lora, LoraError, LoraLinear, lora_state_dict, merge
 from torch import nn
 
 import deepseek as ds
+from deepseek.callbacks import Callback
 from deepseek.plugins import registry
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
@@ -339,3 +340,74 @@ def test_matches_peft_outputs_and_merged_weights() -> None:
     ):
         assert n1 == n2
         torch.testing.assert_close(p1, p2)
+
+
+class Snapshots(Callback):
+    def __init__(self) -> None:
+        self.params: list[dict[str, torch.Tensor]] = []
+
+    def on_train_batch_end(self, trainer, outputs, batch, batch_idx) -> None:
+        model = trainer.unwrapped_model
+        self.params.append({n: p.detach().clone() for n, p in model.named_parameters()})
+
+
+def test_ema_weights_match_a_naive_average_and_are_applied_at_the_end(tmp_path) -> None:
+    ema = registry("callback").create("ema_weights", decay=0.8)
+    snapshots = Snapshots()
+    model = lora(trainable=["classifier"]).apply(net())
+    start = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+    x = inputs(32)
+    trainer = ds.Trainer(
+        model, torch.optim.SGD, optimizer_kwargs={"lr": 0.5},
+        train_data=torch.utils.data.TensorDataset(x, (x.sum(dim=(1, 2)) > 0).long()),
+        batch_size=8, max_epochs=1, loss_fn=nn.functional.cross_entropy,
+        enable_progress_bar=False, default_root_dir=str(tmp_path), callbacks=[ema, snapshots],
+    )  # fmt: skip
+    trainer.fit()
+    assert ema.updates == 4 == len(snapshots.params)
+    for name, value in start.items():
+        expected = value.clone()
+        for snap in snapshots.params:
+            expected = 0.8 * expected + 0.2 * snap[name]
+        torch.testing.assert_close(dict(model.named_parameters())[name].detach(), expected)
+    assert set(ema.state_dict()["average"]) == set(start)  # only trainable weights
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [({"decay": 1.0}, "decay must be in"), ({"every_n_steps": 0}, "every_n_steps must be")],
+)
+def test_ema_weights_bad_options(options, message) -> None:
+    with pytest.raises(ValueError, match=message):
+        registry("callback").create("ema_weights", **options)
+
+
+class SeenAtValidation(Callback):
+    def __init__(self) -> None:
+        self.seen: list[dict[str, torch.Tensor]] = []
+
+    def on_validation_start(self, trainer) -> None:
+        model = trainer.unwrapped_model
+        self.seen.append({n: p.detach().clone() for n, p in model.named_parameters()})
+
+
+def test_ema_weights_are_validated_on_then_swapped_back(tmp_path) -> None:
+    ema = registry("callback").create("ema_weights", decay=0.5, apply_at_end=False)
+    seen, snapshots = SeenAtValidation(), Snapshots()
+    x = inputs(16)
+    data = torch.utils.data.TensorDataset(x, (x.sum(dim=(1, 2)) > 0).long())
+    model = net()
+    trainer = ds.Trainer(
+        model, torch.optim.SGD, optimizer_kwargs={"lr": 0.5}, train_data=data, val_data=data,
+        batch_size=8, max_epochs=1, loss_fn=nn.functional.cross_entropy,
+        enable_progress_bar=False, default_root_dir=str(tmp_path),
+        callbacks=[ema, seen, snapshots],
+    )  # fmt: skip
+    trainer.fit()
+    assert seen.seen
+    for name, value in seen.seen[-1].items():
+        torch.testing.assert_close(value, ema.average[name])  # validated on the average
+    final = dict(model.named_parameters())
+    for name, value in snapshots.params[-1].items():
+        assert torch.equal(final[name], value)  # the trained weights are back
+    assert not torch.equal(final["classifier.weight"], ema.average["classifier.weight"])
