@@ -126,6 +126,10 @@ def test_bad_values_are_one_line_with_the_key_path(job, capsys, override, expect
 
 
 def test_unknown_model_name_suggests_a_registered_one(job, capsys):
+    from deepseek.plugins import registry
+
+    if "bert-tiny" not in registry("model").names():
+        pytest.skip("needs deepseek-nlp's models (the case without models is tested below)")
     line = one_line_error(capsys, ["train", str(job), "--set", "model={name: bert-tni}"])
     assert "model.name: unknown model 'bert-tni'" in line and "Did you mean" in line
 
@@ -141,7 +145,8 @@ def test_unknown_model_with_no_models_installed_says_so_without_a_suggestion(job
         env=env,
     )
     assert result.returncode == 2
-    line = result.stderr.strip().splitlines()[0]
+    # Disabling siblings that this venv lacks warns first; the error is one line after it.
+    line = next(x for x in result.stderr.splitlines() if "error:" in x)
     assert "model.name: unknown model 'tiny': no models are installed" in line
     assert "Did you mean" not in line and "Traceback" not in result.stderr
 
