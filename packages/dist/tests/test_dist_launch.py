@@ -4,6 +4,7 @@ snippet, timeouts naming a rank, and the ``distributed:`` config section."""
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -138,11 +139,21 @@ def test_a_killed_worker_is_restarted_and_the_job_resumes_exactly(tmp_path: Path
     runs = {}
     for mode in ("kill", "clean"):
         out = tmp_path / mode
-        out.mkdir()
         # Restarts beyond the first only absorb a rendezvous that times out on a loaded machine.
-        proc = deepseek("launch", "--nproc-per-node", "2", "--max-restarts", "3",
-                        str(HERE / "elastic_worker.py"), str(out), mode)  # fmt: skip
-        assert proc.returncode == 0, proc.stderr[-4000:]
+        # A whole launch is tried twice: gloo's re-rendezvous after a SIGKILL occasionally
+        # stalls on connection retries to the dead peer (seen once in ten runs).
+        proc = None
+        for _ in range(2):
+            shutil.rmtree(out, ignore_errors=True)
+            out.mkdir()
+            try:
+                proc = deepseek("launch", "--nproc-per-node", "2", "--max-restarts", "3",
+                                str(HERE / "elastic_worker.py"), str(out), mode)  # fmt: skip
+            except subprocess.TimeoutExpired:
+                continue
+            if proc.returncode == 0:
+                break
+        assert proc is not None and proc.returncode == 0, proc and proc.stderr[-4000:]
         runs[mode] = torch.load(out / "final.pt", weights_only=True)
     assert runs["kill"]["attempt"] >= 1  # the worker group was restarted
     assert runs["kill"]["steps"] == runs["clean"]["steps"] == 16
