@@ -195,7 +195,11 @@ def test_expert_strategy_needs_deepseek_dist_or_builds():
     import importlib.util
 
     strategies = registry("strategy")
-    if importlib.util.find_spec("deepseek.distributed") is None:  # the moe-only session
+    try:  # core's namespace finder answers a missing sibling with its install hint
+        has_dist = importlib.util.find_spec("deepseek.distributed") is not None
+    except ImportError:
+        has_dist = False
+    if not has_dist:  # the moe-only session
         with pytest.raises(ImportError, match="pip install deepseek-dist"):
             strategies.create("expert")
     else:
