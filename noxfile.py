@@ -73,7 +73,9 @@ def plugins(session: nox.Session) -> None:
 @nox.session
 def integration(session: nox.Session) -> None:
     """Tests that need several distributions at once."""
-    install(session, "pytest", *editable(*(f"packages/{p}" for p in PACKAGES)))
+    # core[examples] brings matplotlib (the examples' plots and overlays) and scikit-learn.
+    siblings = [f"packages/{p}" for p in PACKAGES if p != "core"]
+    install(session, "pytest", *editable("packages/core[examples]", *siblings))
     install(session, *editable("packages/framework"))
     session.run(*PYTEST, "integration-tests", *session.posargs)
 
