@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
+sys.path.append(str(Path(__file__).resolve().parents[1] / "examples"))
 from deepseek_lora import Lora, merge
 from tiny_job import TinyClassifier
 

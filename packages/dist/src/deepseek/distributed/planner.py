@@ -206,18 +206,13 @@ def format_plan(plans: dict[str, MemoryEstimate], world_size: int) -> str:
 
 def _factory(name: str) -> Callable[[], nn.Module]:
     if ":" in name:
-        import importlib
         import os
-        import sys
 
-        if os.getcwd() not in sys.path:  # module:callable next to where the command runs
-            sys.path.insert(0, os.getcwd())
+        from deepseek.config import import_target
 
-        module, _, attr = name.partition(":")
-        obj: Any = importlib.import_module(module)
-        for part in attr.split("."):
-            obj = getattr(obj, part)
-        return obj
+        # Loaded by file location from the working directory, then installed packages:
+        # a file next to the command never shadows an installed module.
+        return import_target(name, "--model", config_dir=os.getcwd())
     from deepseek.plugins import registry
 
     spec = registry("model").get(name)
