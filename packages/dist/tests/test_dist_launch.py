@@ -51,7 +51,8 @@ import deepseek as ds
 os.environ['MASTER_ADDR'] = 'localhost'
 os.environ['MASTER_PORT'] = '{port}'
 ds.distributed.init_process_group(backend='{backend}')
-print("joined", ds.distributed.get_rank(), ds.distributed.get_world_size())
+# One write per line: two ranks share the launcher's stdout.
+print(f"joined {{ds.distributed.get_rank()}} {{ds.distributed.get_world_size()}}", flush=True)
 """
 
 
