@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -37,10 +38,19 @@ def clean_env(**extra: str) -> dict[str, str]:
 
 
 def deepseek(*args: str, cwd: Path | None = None, timeout: int = 240, **env: str):
-    return subprocess.run(
+    # Own process group: on a timeout the launcher's workers are killed too, instead of
+    # lingering in a collective and disturbing the next launch.
+    with subprocess.Popen(
         [sys.executable, "-m", "deepseek.cli", *args], env=clean_env(**env), cwd=cwd,
-        capture_output=True, text=True, timeout=timeout,
-    )  # fmt: skip
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+    ) as proc:  # fmt: skip
+        try:
+            out, err = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+            raise
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
 
 # --- the seed's snippet ------------------------------------------------------------------
@@ -51,8 +61,8 @@ import deepseek as ds
 os.environ['MASTER_ADDR'] = 'localhost'
 os.environ['MASTER_PORT'] = '{port}'
 ds.distributed.init_process_group(backend='{backend}')
-# One write per line: two ranks share the launcher's stdout.
-print(f"joined {{ds.distributed.get_rank()}} {{ds.distributed.get_world_size()}}", flush=True)
+# One write(2) per line: two ranks share the launcher's stdout.
+os.write(1, f"joined {{ds.distributed.get_rank()}} {{ds.distributed.get_world_size()}}\\n".encode())
 """
 
 
