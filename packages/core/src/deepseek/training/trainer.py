@@ -11,6 +11,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import inspect
 import os
 import signal
 import sys
@@ -18,7 +20,7 @@ import tempfile
 import threading
 import warnings
 import weakref
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -382,6 +384,84 @@ class Trainer:
         """The user's module, inside any wrapper (DDP, compile, StepDispatch)."""
         return self._user_model
 
+    @contextlib.contextmanager
+    def rebuild_optimizer(self) -> Iterator[None]:
+        """Change the model's parameters inside this block; on exit every optimizer is
+        rebuilt over the model's current parameters, and the scheduler follows it.
+
+        For changes that replace parameter tensors mid-run (physical pruning, a new
+        head). Each parameter takes the place of the one that had its name before: its
+        group (hyper-parameters, the current learning rate) and, when its shape did not
+        change, its optimizer state (moments, step count); a parameter with a new name
+        joins the first group. Single-process strategies only (a distributed wrapper
+        holds the old parameters).
+
+        >>> import torch
+        >>> from deepseek import Trainer
+        >>> model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Linear(8, 2))
+        >>> trainer = Trainer(model, torch.optim.SGD, {"lr": 0.1}, enable_progress_bar=False)
+        >>> with trainer.rebuild_optimizer():
+        ...     model[1] = torch.nn.Linear(8, 3)
+        >>> [tuple(p.shape) for p in trainer.optimizer.param_groups[0]["params"]]
+        [(8, 4), (8,), (3, 8), (3,)]
+        """
+        if self.strategy.world_size > 1:
+            raise RuntimeError(
+                "rebuild_optimizer() changes parameters under a single-process strategy "
+                f"only; this run uses {self.strategy!r} with {self.strategy.world_size} processes"
+            )
+        model = self._user_model
+        names = {id(p): name for name, p in model.named_parameters()}
+        yield
+        current = dict(model.named_parameters())
+        placed: set[str] = set()
+        layouts = []  # per optimizer: per group, the (name, old parameter) pairs it keeps
+        for old in self.optimizers:
+            groups = []
+            for group in old.param_groups:
+                params = []
+                for p in group["params"]:
+                    name = names.get(id(p))
+                    if name in current and name not in placed and current[name].requires_grad:
+                        params.append((name, p))
+                        placed.add(name)
+                groups.append((group, params))
+            layouts.append(groups)
+        extra = [n for n, p in current.items() if n not in placed and p.requires_grad]
+        layouts[0][0][1].extend((n, None) for n in extra)
+        for i, (old, groups) in enumerate(zip(self.optimizers, layouts)):
+            specs = []
+            for group, params in groups:
+                spec = {k: v for k, v in group.items() if k not in ("params", "param_names")}
+                spec["params"] = [current[n] for n, _ in params]
+                if "param_names" in group:
+                    spec["param_names"] = [n for n, _ in params]
+                specs.append(spec)
+            # Only the defaults the constructor takes (AdamW keeps one it sets itself);
+            # every group carries its own full set of hyper-parameters anyway.
+            accepted = inspect.signature(type(old)).parameters
+            new = type(old)(specs, **{k: v for k, v in old.defaults.items() if k in accepted})
+            new.defaults = dict(old.defaults)
+            for _group, params in groups:
+                for name, p in params:
+                    state = old.state.get(p) if p is not None else None
+                    if state and p.shape == current[name].shape:
+                        new.state[current[name]] = state
+            new = self.strategy.setup_optimizer(new)
+            self._repoint_scheduler(old, new)
+            self.optimizers[i] = new
+
+    def _repoint_scheduler(self, old: torch.optim.Optimizer, new: torch.optim.Optimizer) -> None:
+        schedulers = [self.scheduler, *getattr(self.scheduler, "_schedulers", [])]
+        for scheduler in schedulers:
+            if scheduler is not None and getattr(scheduler, "optimizer", None) is old:
+                scheduler.optimizer = new
+                # torch's schedulers mark their optimizer's step() to check the call order;
+                # the new optimizer inherits the mark instead of tripping that check.
+                if hasattr(old.step, "_wrapped_by_lr_sched"):
+                    new.step = _tracked_step(new)
+                    new._opt_called = getattr(old, "_opt_called", False)
+
     def fit(
         self,
         train_data: Any = None,
@@ -731,6 +811,20 @@ _NO_PAIR = (
 
 
 # -- construction helpers ------------------------------------------------------------------
+
+
+def _tracked_step(optimizer: torch.optim.Optimizer) -> Callable[..., Any]:
+    """``optimizer.step`` marked as called, as an LR scheduler marks its optimizer's."""
+    optimizer_ref = weakref.ref(optimizer)  # no reference cycle through the instance
+    step = type(optimizer).step
+
+    def tracked(*args: Any, **kwargs: Any) -> Any:
+        opt = optimizer_ref()
+        opt._opt_called = True
+        return step(opt, *args, **kwargs)
+
+    tracked._wrapped_by_lr_sched = True  # type: ignore[attr-defined]
+    return tracked
 
 
 def _accumulation(accumulate_grad_batches: int, gradient_accumulation_steps: int | None) -> int:

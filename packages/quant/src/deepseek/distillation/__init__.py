@@ -9,7 +9,7 @@ True
 
 from __future__ import annotations
 
-from deepseek.distillation.distiller import Distillation, Distiller
+from deepseek.distillation.distiller import Distillation, Distiller, build_teacher
 from deepseek.distillation.loss import DistillationLoss
 
-__all__ = ["Distillation", "DistillationLoss", "Distiller"]
+__all__ = ["Distillation", "DistillationLoss", "Distiller", "build_teacher"]

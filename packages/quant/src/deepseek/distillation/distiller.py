@@ -4,6 +4,8 @@ teacher's softened outputs and, optionally, its intermediate features."""
 from __future__ import annotations
 
 import difflib
+import os
+import sys
 from collections.abc import Mapping
 from typing import Any
 
@@ -174,8 +176,104 @@ class Distiller(nn.Module):
     training_step = loss
 
 
+def _student_module_attr(student: nn.Module, module_name: str, attr: str) -> Any:
+    """``module_name:attr`` when ``module_name`` is the module the student's class came
+    from (as a job config loaded it, possibly under a private name), else None."""
+    loaded = type(student).__module__
+    if loaded != module_name and not loaded.endswith(f"_{module_name}"):
+        return None
+    obj: Any = sys.modules.get(loaded)
+    for part in attr.split("."):
+        obj = getattr(obj, part, None)
+    return obj
+
+
+def build_teacher(spec: Any, student: nn.Module) -> nn.Module:
+    """The teacher a config describes, with its trained weights, frozen.
+
+    ``spec`` is a module, a checkpoint path, or a mapping: ``checkpoint`` (a checkpoint
+    directory, ``<run>/checkpoints/best`` or ``last``, or a ``.safetensors`` file; read
+    without unpickling), optional ``name`` (a registered model, a ``torch``/``deepseek``
+    target, or a ``module:callable`` from the student's own module; by default the
+    student's class), optional ``example_shape`` (when the checkpoint is itself pruned),
+    and the constructor's keyword arguments. A name from anywhere else is refused: a
+    distillation option never imports code the config did not already run.
+
+    >>> import tempfile, torch
+    >>> from deepseek.checkpoint import save_checkpoint
+    >>> trained = torch.nn.Linear(4, 3)
+    >>> path = save_checkpoint(tempfile.mkdtemp() + "/t", trained.state_dict())
+    >>> teacher = build_teacher({"checkpoint": str(path), "in_features": 4,
+    ...                          "out_features": 3}, torch.nn.Linear(4, 3))
+    >>> torch.equal(teacher.weight, trained.weight), teacher.training
+    (True, False)
+    """
+    if isinstance(spec, nn.Module):
+        return spec
+    if isinstance(spec, (str, os.PathLike)):
+        spec = {"checkpoint": spec}
+    if not isinstance(spec, Mapping):
+        raise TypeError(
+            "teacher must be a model, a checkpoint path, or a mapping such as "
+            f"{{checkpoint: runs/train/checkpoints/best}}; got {type(spec).__name__}"
+        )
+    options = dict(spec)
+    checkpoint = options.pop("checkpoint", None) or options.pop("weights", None)
+    if checkpoint is None:
+        raise ValueError(
+            "teacher needs its trained weights: checkpoint: <run>/checkpoints/best (a "
+            "checkpoint directory or a .safetensors file)"
+        )
+    name = options.pop("name", None)
+    example_shape = options.pop("example_shape", None)
+    factory = _teacher_factory(name, student)
+    try:
+        teacher = factory(**options)
+    except TypeError as exc:
+        raise ValueError(f"teacher: cannot build {name or type(student).__name__}: {exc}") from None
+    if not isinstance(teacher, nn.Module):
+        raise TypeError(f"teacher: {name!r} built a {type(teacher).__name__}, not a model")
+    from deepseek.pruning.resize import load_into
+
+    example = torch.randn(*example_shape) if example_shape is not None else None
+    load_into(teacher, checkpoint, example_inputs=example)
+    return teacher.requires_grad_(False).eval()
+
+
+def _teacher_factory(name: str | None, student: nn.Module) -> Any:
+    if name is None:
+        return type(student)
+    from deepseek.plugins import registry
+
+    models = registry("model")
+    if ":" not in name:
+        if name not in models:
+            known = ", ".join(models.names()) or "(none installed)"
+            raise ValueError(f"teacher.name: unknown model {name!r}; registered models: {known}")
+        return lambda **kwargs: models.create(name, **kwargs)
+    module_name, _, attr = name.partition(":")
+    if module_name.split(".")[0] in ("torch", "deepseek"):
+        from deepseek.config import import_target
+
+        return import_target(name, "teacher.name")
+    found = _student_module_attr(student, module_name, attr)
+    if found is None:
+        raise ValueError(
+            f"teacher.name {name!r}: a teacher is a registered model, a torch/deepseek "
+            f"target, or a class from the student's own module ({type(student).__module__}); "
+            "a distillation option does not import other code"
+        )
+    return found
+
+
 class Distillation:
     """``apply(student)`` wraps the student with this teacher in a :class:`Distiller`.
+
+    ``teacher`` is a model, or (from a config) a checkpoint path or mapping that
+    :func:`build_teacher` turns into one when the algorithm is applied: by default the
+    student's own class, rebuilt with the given keyword arguments and loaded with the
+    checkpoint's weights (``teacher: {checkpoint: runs/train/checkpoints/best,
+    channels: 32}``), which is how a pruned student learns from its unpruned self.
 
     >>> import torch
     >>> teacher, student = torch.nn.Linear(8, 3), torch.nn.Linear(8, 3)
@@ -188,15 +286,24 @@ class Distillation:
 
     def __init__(
         self,
-        teacher: nn.Module,
+        teacher: nn.Module | str | os.PathLike | Mapping[str, Any],
         temperature: float = 2.0,
         alpha: float = 0.5,
         features: Mapping[str, str] | None = None,
         feature_loss: str = "mse",
         feature_weight: float = 1.0,
     ):
-        if not isinstance(teacher, nn.Module):
-            raise TypeError(f"teacher must be a torch.nn.Module, got {type(teacher).__name__}")
+        if not isinstance(teacher, (nn.Module, str, os.PathLike, Mapping)):
+            raise TypeError(
+                "teacher must be a model, a checkpoint path or a mapping with a checkpoint, "
+                f"got {type(teacher).__name__}"
+            )
+        if isinstance(teacher, Mapping) and not (
+            teacher.get("checkpoint") or teacher.get("weights")
+        ):
+            raise ValueError(
+                "teacher needs its trained weights: checkpoint: <run>/checkpoints/best"
+            )
         self.teacher = teacher
         self.criterion = DistillationLoss(temperature=temperature, alpha=alpha)
         self.features = dict(features or {})
@@ -206,7 +313,7 @@ class Distillation:
     def apply(self, student: nn.Module) -> Distiller:
         return Distiller(
             student,
-            self.teacher,
+            build_teacher(self.teacher, student),
             self.criterion,
             self.features,
             self.feature_loss,
@@ -214,4 +321,5 @@ class Distillation:
         )
 
     def __repr__(self) -> str:
-        return f"Distillation(teacher={type(self.teacher).__name__}, {self.criterion.extra_repr()})"
+        what = type(self.teacher).__name__ if isinstance(self.teacher, nn.Module) else "spec"
+        return f"Distillation(teacher={what}, {self.criterion.extra_repr()})"

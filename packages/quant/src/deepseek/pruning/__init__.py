@@ -13,7 +13,9 @@
 
 from __future__ import annotations
 
+from deepseek.pruning.iterative import IterativePruning
 from deepseek.pruning.physical import ChannelPruning, PruneReport, prune
+from deepseek.pruning.resize import load_into, shrink_to_state
 from deepseek.pruning.structured import (
     PRUNABLE,
     L1ChannelPruning,
@@ -24,9 +26,12 @@ from deepseek.pruning.structured import (
 __all__ = [
     "PRUNABLE",
     "ChannelPruning",
+    "IterativePruning",
     "L1ChannelPruning",
+    "load_into",
     "PruneReport",
     "make_permanent",
     "prunable_layers",
     "prune",
+    "shrink_to_state",
 ]

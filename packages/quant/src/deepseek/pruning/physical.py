@@ -256,6 +256,9 @@ class ChannelPruning:
 
     ``apply(model)`` returns the pruned copy. ``example_shape`` (e.g. ``[1, 1, 8, 8]``)
     gives the shape of a random example input when none is passed, so YAML can name it.
+    ``init_from`` (a checkpoint directory, ``<run>/checkpoints/best``/``last``, or a
+    ``.safetensors`` file) loads trained weights before pruning, so the L1 ranking is of
+    the trained channels: how a config prunes the model an earlier run trained.
 
     >>> import torch
     >>> from deepseek.plugins import registry
@@ -275,8 +278,10 @@ class ChannelPruning:
         protected: Sequence[str] = (),
         round_to: int | None = None,
         inplace: bool = False,
+        init_from: str | None = None,
     ) -> None:
         self.amount = check_amount(amount)
+        self.init_from = init_from
         self.example_shape = tuple(example_shape) if example_shape is not None else None
         self.global_pruning = global_pruning
         self.protected = tuple([protected] if isinstance(protected, str) else protected)
@@ -286,6 +291,13 @@ class ChannelPruning:
     def apply(self, model: nn.Module, example_inputs: Any = None) -> nn.Module:
         if example_inputs is None and self.example_shape is not None:
             example_inputs = torch.randn(*self.example_shape)
+        inplace = self.inplace
+        if self.init_from is not None:
+            from deepseek.pruning.resize import load_into
+
+            if not inplace:
+                model, inplace = copy.deepcopy(model), True
+            load_into(model, self.init_from, example_inputs=example_inputs)
         return prune(
             model,
             self.amount,
@@ -293,7 +305,7 @@ class ChannelPruning:
             global_pruning=self.global_pruning,
             protected=self.protected,
             round_to=self.round_to,
-            inplace=self.inplace,
+            inplace=inplace,
         )
 
     def __repr__(self) -> str:

@@ -11,6 +11,7 @@ torch.qint8
 from __future__ import annotations
 
 from deepseek.quantization.algorithms import FreezeQuantization, QuantizationAwareTraining
+from deepseek.quantization.callbacks import CompressionReport, Int8Export
 from deepseek.quantization.config import QuantConfig
 from deepseek.quantization.dynamic import (
     SUPPORTED_MODULES,
@@ -32,6 +33,8 @@ from deepseek.quantization.report import QuantizationReport, quantization_report
 
 __all__ = [
     "SUPPORTED_MODULES",
+    "CompressionReport",
+    "Int8Export",
     "FreezeQuantization",
     "QuantizationAwareTraining",
     "Int8Model",

@@ -3,9 +3,11 @@ Trainer (``algorithms: [{name: qat, weight_bits: 8}]``)."""
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from typing import Any
 
+import torch
 from torch import nn
 
 from deepseek.callbacks.base import Callback
@@ -15,6 +17,11 @@ from deepseek.quantization.pt2e import QuantizedModel, quantize_model
 
 class QuantizationAwareTraining:
     """``apply(model)`` returns a trainable fake-quant model (see :func:`quantize_model`).
+
+    ``init_from`` (a checkpoint directory, ``<run>/checkpoints/best``/``last``, or a
+    ``.safetensors`` file) first loads trained weights into a copy of the model: also
+    those of a pruned model (the copy is shrunk to their shapes, which needs
+    ``example_shape``) or of a distillation run's student.
 
     >>> import torch
     >>> from deepseek.plugins import registry
@@ -32,7 +39,11 @@ class QuantizationAwareTraining:
         per_channel: bool = True,
         skip: Sequence[str] = (),
         freeze_observers_step: int | None = None,
+        init_from: str | None = None,
+        example_shape: Sequence[int] | None = None,
     ) -> None:
+        self.init_from = init_from
+        self.example_shape = tuple(example_shape) if example_shape is not None else None
         self.config = QuantConfig(
             weight_bits=weight_bits,
             activation_bits=activation_bits,
@@ -44,10 +55,23 @@ class QuantizationAwareTraining:
         )
 
     def apply(self, model: nn.Module) -> nn.Module:
-        return quantize_model(model, self.config)
+        if self.init_from is not None:
+            model = initialized_from(model, self.init_from, self.example_shape)
+        return quantize_model(model, self.config, inplace=self.init_from is not None)
 
     def __repr__(self) -> str:
         return f"QuantizationAwareTraining({self.config})"
+
+
+def initialized_from(
+    model: nn.Module, path: str, example_shape: Sequence[int] | None = None
+) -> nn.Module:
+    """A copy of ``model`` holding the weights at ``path`` (shrunk first if they are a
+    pruned version of it)."""
+    from deepseek.pruning.resize import load_into
+
+    example = torch.randn(*example_shape) if example_shape is not None else None
+    return load_into(copy.deepcopy(model), path, example_inputs=example)
 
 
 class FreezeQuantization(Callback):

@@ -44,5 +44,20 @@ def deepseek_callbacks() -> list[CallbackSpec]:
             "freeze_quantization",
             deferred("deepseek.quantization.algorithms:FreezeQuantization"),
             "freeze fake-quant observers at a global step",
-        )
+        ),
+        CallbackSpec(
+            "int8_export",
+            deferred("deepseek.quantization.callbacks:Int8Export"),
+            "convert the trained (QAT) or calibrated model to real int8 and save it",
+        ),
+        CallbackSpec(
+            "compression_report",
+            deferred("deepseek.quantization.callbacks:CompressionReport"),
+            "accuracy, size and CPU latency of each compression stage, in one table",
+        ),
+        CallbackSpec(
+            "iterative_pruning",
+            deferred("deepseek.pruning.iterative:IterativePruning"),
+            "prune channels physically in steps at chosen epochs, finetuning in between",
+        ),
     ]

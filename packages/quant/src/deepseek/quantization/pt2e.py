@@ -437,4 +437,7 @@ def load(path: Any, *, compiled: bool = True) -> Int8Model:
     """Load an int8 model written by :func:`save` (safe loading: no unpickling)."""
     import deepseek as ds
 
+    # The archive's graph calls torchao's quantized_decomposed ops, which exist only once
+    # torchao registered them: a fresh process that only loads would not find them.
+    _torchao()
     return Int8Model(ds.load_exported(path), compiled=compiled)
