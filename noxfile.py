@@ -39,6 +39,12 @@ def editable(*dirs: str) -> list[str]:
     return args
 
 
+def plugin_dirs() -> list[str]:
+    """Every plugin distribution under plugins/, relative to the root."""
+    found = (p for p in (ROOT / "plugins").iterdir() if (p / "pyproject.toml").exists())
+    return sorted(str(p.relative_to(ROOT)) for p in found)
+
+
 @nox.session
 @nox.parametrize("package", list(PACKAGES))
 def tests(session: nox.Session, package: str) -> None:
@@ -63,10 +69,9 @@ def tests(session: nox.Session, package: str) -> None:
 def plugins(session: nox.Session) -> None:
     """Third-party-style plugins under plugins/, each installed as a real distribution,
     and the plugin system's discovery tests (which build and install tiny plugins)."""
-    plugin_dirs = sorted(p for p in (ROOT / "plugins").iterdir() if (p / "pyproject.toml").exists())
     install(session, "pytest", "hatchling", *editable("packages/core"))
-    for path in plugin_dirs:
-        install(session, "-e", str(path))
+    for path in plugin_dirs():
+        install(session, "-e", f"{ROOT / path}[test]")  # test extra: reference libraries
     session.run(*PYTEST, "plugins", "packages/core/tests/test_new_plugin.py", *session.posargs)
 
 
@@ -76,7 +81,7 @@ def integration(session: nox.Session) -> None:
     # core[examples] brings matplotlib (the examples' plots and overlays) and scikit-learn.
     siblings = [f"packages/{p}" for p in PACKAGES if p != "core"]
     install(session, "pytest", *editable("packages/core[examples]", *siblings))
-    install(session, *editable("packages/framework"))
+    install(session, *editable("packages/framework", *plugin_dirs()))
     session.run(*PYTEST, "integration-tests", *session.posargs)
 
 
@@ -91,22 +96,43 @@ def docs(session: nox.Session) -> None:
 
 @nox.session
 def wheels(session: nox.Session) -> None:
-    """Build every wheel, check the namespace rule, install them non-editable in a fresh
-    venv and run the smoke tests there."""
+    """The install matrix, from built wheels: every distribution and plugin is built and
+    the namespace rule checked; everything (``deepseek-framework`` and the plugins) is
+    installed non-editable and the smoke tests run; then each distribution alone with
+    core, and each plugin with only core, is checked by ``.ci/check_install.py``: imports,
+    ``deepseek plugins`` and the install hints of everything absent."""
     dist = Path(session.create_tmp()) / "wheels"
     shutil.rmtree(dist, ignore_errors=True)
     install(session, "hatchling", "pytest")
-    for package in [*PACKAGES, "framework"]:
+    sources = [f"packages/{p}" for p in [*PACKAGES, "framework"]] + plugin_dirs()
+    for source in sources:
         session.run(
             "pip", "wheel", "--no-deps", "--no-build-isolation", "--quiet", "-w", str(dist),
-            str(ROOT / "packages" / package),
+            str(ROOT / source),
         )  # fmt: skip
     session.run("python", str(ROOT / ".ci" / "check_wheels.py"), str(dist))
-    wheels_built = sorted(str(p) for p in dist.glob("*.whl"))
-    install(session, "--find-links", str(dist), *wheels_built)
-    # Run from a directory outside the repository so nothing resolves to the sources.
-    with session.chdir(session.create_tmp()):
+    first_party = [f"deepseek-{p}" for p in PACKAGES]
+    plugins = [_project_name(ROOT / d) for d in plugin_dirs()]
+    # Everything: third-party dependencies are installed once, here; each later row only
+    # swaps the deepseek distributions, from the wheels alone (--no-index: never a
+    # same-named project from the package index), their deepseek-* dependencies included.
+    install(session, *sorted(str(w) for w in dist.glob("*.whl")))
+    with session.chdir(session.create_tmp()):  # outside the repository: no source imports
         session.run(*PYTEST, str(ROOT / "integration-tests" / "test_smoke.py"), *session.posargs)
+    check = ("python", str(ROOT / ".ci" / "check_install.py"))
+    session.run(*check, "deepseek-framework", *first_party, *plugins)
+    rows = [[name] for name in first_party] + [["deepseek-core", p] for p in plugins]
+    everything = ["deepseek-framework", *first_party, *plugins]
+    for row in rows:
+        session.run("pip", "uninstall", "--yes", "--quiet", *everything)
+        install(session, "--quiet", "--no-index", "--find-links", str(dist), *row)
+        session.run(*check, *{"deepseek-core", *row})
+
+
+def _project_name(directory: Path) -> str:
+    import tomllib
+
+    return tomllib.loads((directory / "pyproject.toml").read_text())["project"]["name"]
 
 
 @nox.session

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import csv
 import os
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from deepseek.callbacks.base import Callback
+from deepseek.checkpoint.atomic import write_atomically
 from deepseek.utils.validation import check_positive_int
 
 if TYPE_CHECKING:
@@ -84,10 +84,12 @@ class CSVLogger(Callback):
         columns = ["epoch", "step"]
         for row in self.rows:
             columns += [k for k in row if k not in columns]
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.filename}.")
-        with os.fdopen(fd, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=columns)
-            writer.writeheader()
-            writer.writerows(self.rows)
-        os.replace(tmp, self.path)
+
+        def write(tmp: Path) -> None:
+            with open(tmp, "w", newline="") as f:
+                writer = csv.DictWriter(f, fieldnames=columns)
+                writer.writeheader()
+                writer.writerows(self.rows)
+
+        # Rewritten whole at each flush (columns may grow); not fsynced: a log, flushed often.
+        write_atomically(self.path, write, durable=False)

@@ -32,6 +32,37 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def write_atomically(
+    path: str | os.PathLike[str], write: Callable[[Path], object], *, durable: bool = True
+) -> Path:
+    """Let ``write(tmp)`` fill a temporary file next to ``path``, then rename it into place:
+    readers see the old file or the complete new one, never a truncated one, and a failed
+    write leaves nothing behind. ``durable`` fsyncs the file before the rename (a crash
+    right after cannot leave an empty file under the final name).
+
+    >>> import tempfile
+    >>> target = Path(tempfile.mkdtemp()) / "notes.txt"
+    >>> write_atomically(target, lambda tmp: tmp.write_text("done")).read_text()
+    'done'
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Keep the real suffix last: some writers (matplotlib, h5py, safetensors) look at it.
+    suffix = "".join(path.suffixes[-2:]) if path.name.endswith(".gz") else path.suffix
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        write(tmp)
+        if durable:
+            fsync_file(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
 def make_staging_dir(path: Path) -> Path:
     return Path(tempfile.mkdtemp(prefix=f".{path.name}{TMP_TAG}", dir=path.parent))
 

@@ -37,6 +37,7 @@ from torch.profiler import (
     tensorboard_trace_handler,
 )
 
+from deepseek.checkpoint.atomic import write_atomically
 from deepseek.profiler.report import (
     BUSY_TARGET,
     DATALOADER_TARGET,
@@ -104,23 +105,6 @@ def _check_activities(activities: Any) -> list[Any]:
                 f"({type(item).__name__})"
             )
     return activities
-
-
-def _atomic_write(path: str | os.PathLike[str], write: Callable[[str], None]) -> Path:
-    """Let ``write(tmp)`` fill a temporary file next to ``path``, then rename it into place,
-    so a crash mid-export never leaves a truncated trace under the final name."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    suffix = "".join(path.suffixes[-2:]) if path.name.endswith(".gz") else path.suffix
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 class Profile:
@@ -202,7 +186,9 @@ class Profile:
                 f"this trace was already exported to {self._exported[1]}; torch exports a "
                 "recording once: copy that file instead"
             )
-        written = _atomic_write(path, lambda tmp: self._prof.export_chrome_trace(tmp, **kwargs))
+        written = write_atomically(
+            path, lambda tmp: self._prof.export_chrome_trace(str(tmp), **kwargs)
+        )
         self._exported = (recording, written)
         return written
 

@@ -22,6 +22,7 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset
 
 from deepseek.callbacks import Callback, CSVLogger, ModelCheckpoint
+from deepseek.checkpoint.atomic import write_atomically
 from deepseek.config import (
     AlgorithmConfig,
     Component,
@@ -442,16 +443,8 @@ def check_output_dir(path: str | os.PathLike) -> Path:
 
 def save_resolved_config(config: Config, out: Path) -> Path:
     """Write ``config.yaml`` (every default filled in) into the run's folder, atomically."""
-    target = out / "config.yaml"
-    fd, tmp = tempfile.mkstemp(dir=out, prefix=".config-", suffix=".yaml")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(dump_config(config))
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return target
+    text = dump_config(config)
+    return write_atomically(out / "config.yaml", lambda tmp: tmp.write_text(text, "utf-8"))
 
 
 def build_trainer(config: Config, config_dir: str | os.PathLike | None = None) -> Trainer:

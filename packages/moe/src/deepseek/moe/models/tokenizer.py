@@ -8,6 +8,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from deepseek.checkpoint.atomic import write_atomically
+
 
 class ByteTokenizer:
     """One token per UTF-8 byte: 256 ids, nothing to train, every text round-trips.
@@ -71,12 +73,7 @@ class BPETokenizer:
         return cls(cls._library().Tokenizer.from_file(str(path)))
 
     def save(self, path: str | os.PathLike) -> Path:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        self._tokenizer.save(str(tmp))
-        os.replace(tmp, path)
-        return path
+        return write_atomically(path, lambda tmp: self._tokenizer.save(str(tmp)))
 
     @property
     def vocab_size(self) -> int:
