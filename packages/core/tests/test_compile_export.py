@@ -358,3 +358,18 @@ def test_compile_with_inductor_matches_eager() -> None:
             torch.testing.assert_close(compiled(x), model(x))
     # The wrapper shares the eager model's parameters.
     assert next(compiled.parameters()) is next(model.parameters())
+
+
+def test_export_without_example_inputs_is_smaller_and_loads_safely(tmp_path):
+    """keep_example_inputs=False drops the stored inputs (a megabyte for a 224x224 batch)
+    and the archive still passes the safe-load check and runs any batch."""
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU())
+    x = torch.randn(2, 3, 96, 96)
+    full = ds.export(model, x, tmp_path / "full.pt2")
+    lean = ds.export(model, x, tmp_path / "lean.pt2", keep_example_inputs=False)
+    assert lean.stat().st_size < full.stat().st_size - x.numel() * 4 // 2
+    with zipfile.ZipFile(lean) as archive:
+        samples = [n for n in archive.namelist() if "sample_inputs" in n]
+        assert all(archive.read(n) == b"" for n in samples)
+    y = torch.randn(5, 3, 96, 96)
+    torch.testing.assert_close(ds.load_exported(lean)(y), model(y))

@@ -152,6 +152,7 @@ def export(
     dynamic_batch: bool = True,
     format: str | None = None,
     strict: bool = False,
+    keep_example_inputs: bool = True,
 ) -> Path:
     """Trace ``model`` on ``example_inputs`` and write a deployable artifact to ``path``.
 
@@ -166,6 +167,10 @@ def export(
     export runs any batch size. Where the model fixes it (a reshape to a constant batch,
     an example batch of 1) the export keeps the example's batch and warns; pass
     ``dynamic_batch=False`` for a static export without the warning.
+
+    A ``.pt2`` archive stores the example inputs (torch's own format: tools re-run or
+    compile the program with them); ``keep_example_inputs=False`` leaves them out, for
+    deployment artifacts where a batch of 224x224 images would add megabytes.
 
     ``dynamic_shapes`` (overrides ``dynamic_batch``) is torch.export's spec, accepted in
     these forms (``batch = torch.export.Dim("batch")``):
@@ -214,6 +219,8 @@ def export(
     if onnx:
         _write_atomically(path, lambda tmp: artifact.save(str(tmp)))
     else:
+        if not keep_example_inputs:
+            artifact.example_inputs = None
         _write_atomically(path, lambda tmp: torch.export.save(artifact, tmp))
     return path
 
@@ -494,8 +501,12 @@ def _unsafe_members(path: Path, archive: zipfile.ZipFile, names: list[str]) -> l
             unsafe += _pickled_payloads(archive, name, rel.split("/")[1])
         elif rel.endswith(".pt") and _SAFE_MEMBERS.fullmatch(rel):
             # Sample inputs: torch retries with weights_only=False when the safe load fails.
+            # Empty when exported with keep_example_inputs=False: nothing to load.
+            payload = archive.read(name)
+            if not payload:
+                continue
             try:
-                torch.load(io.BytesIO(archive.read(name)), weights_only=True)
+                torch.load(io.BytesIO(payload), weights_only=True)
             except Exception:  # noqa: BLE001 (any failure means "not plainly safe")
                 unsafe.append(name)
     return unsafe
