@@ -53,7 +53,11 @@ def _too_large() -> str:
 def loads(text: str, *, where: str = "<string>") -> Any:
     """Parse YAML text; errors are ConfigErrors that name ``where``."""
     try:
-        data = yaml.load(text, Loader=ConfigLoader)
+        loader = ConfigLoader(text)  # a SafeLoader: plain data only, never Python objects
+        try:
+            data = loader.get_single_data()
+        finally:
+            loader.dispose()
     except ConfigError as exc:
         raise ConfigError(f"{where}: {exc}") from None
     except yaml.YAMLError as exc:

@@ -521,7 +521,7 @@ class Trainer:
         loader = self._eval_loader(val_data if val_data is not None else self.val_data)
         if loader is None:
             raise ValueError("validate() needs data: pass val_data here or to the Trainer")
-        self._load_for_eval(ckpt_path, "validate")
+        self._restore_weights_for(ckpt_path, "validate")
         return self._run_stage("validate", lambda: loops.validation_loop(self, loader))
 
     def test(self, data: Any, ckpt_path: str | os.PathLike | None = None) -> dict[str, float]:
@@ -530,7 +530,7 @@ class Trainer:
         loader = self._eval_loader(data, what="test data")
         if loader is None:
             raise ValueError("test() needs data: trainer.test(test_data)")
-        self._load_for_eval(ckpt_path, "test")
+        self._restore_weights_for(ckpt_path, "test")
         return self._run_stage("test", lambda: loops.validation_loop(self, loader, prefix="test"))
 
     def predict(self, data: Any, ckpt_path: str | os.PathLike | None = None) -> Any:
@@ -539,7 +539,7 @@ class Trainer:
         loader = self._eval_loader(data, what="predict data")
         if loader is None:
             raise ValueError("predict() needs data")
-        self._load_for_eval(ckpt_path, "predict")
+        self._restore_weights_for(ckpt_path, "predict")
         return self._run_stage("predict", lambda: loops.predict_loop(self, loader))
 
     def save_checkpoint(
@@ -642,7 +642,7 @@ class Trainer:
             f"--set trainer.resume={path}"
         )
 
-    def _load_for_eval(self, ckpt_path: str | os.PathLike | None, what: str) -> None:
+    def _restore_weights_for(self, ckpt_path: str | os.PathLike | None, what: str) -> None:
         if ckpt_path is None:
             return
         path = self._checkpoint_for(ckpt_path)
