@@ -7,7 +7,8 @@ layers' experts are sharded over the ``ep`` dimension and tokens reach them with
 router, shared experts, embeddings) are averaged by DistributedDataParallel over all
 ranks; expert shards are summed over ``dp`` (the ranks holding the same shard) and
 divided by the world size, which is the same average. Checkpoints hold the full,
-gathered experts, so they load in a single process too.
+gathered experts and their optimizer state (Adam's moments), so they load in a single
+process too, and a resumed run continues exactly.
 
 Launch with torchrun::
 
@@ -17,7 +18,7 @@ Launch with torchrun::
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -67,6 +68,7 @@ class ExpertParallelStrategy(DDPStrategy):  # type: ignore[misc,valid-type]
         self.ep_group: Any = None
         self.dp_group: Any = None
         self._expert_names: list[str] = []
+        self._expert_params: list[nn.Parameter] = []
 
     @property
     def ep_size(self) -> int:
@@ -105,6 +107,7 @@ class ExpertParallelStrategy(DDPStrategy):  # type: ignore[misc,valid-type]
         else:
             self._expert_names = expert_parameter_names(inner)
         params = dict(inner.named_parameters())
+        self._expert_params = [params[name] for name in self._expert_names]
         dp_size = self.world_size // ep
         for name in self._expert_names:
             param = params[name]
@@ -126,6 +129,39 @@ class ExpertParallelStrategy(DDPStrategy):  # type: ignore[misc,valid-type]
         if self.reduce_strategy == "gradient_sum":
             return grad
         return grad / self.world_size
+
+    # -- the step: one clipping coefficient for the whole (sharded) model ---------------
+    def clip_gradients(
+        self,
+        model: nn.Module,
+        max_norm: float,
+        optimizers: Sequence[torch.optim.Optimizer] | None = None,
+    ) -> torch.Tensor:
+        """Clip by the 2-norm of the whole model's gradient. Each rank holds only its
+        experts' gradients, so their squared norms are summed over ``ep``; a rank-local
+        norm would give each rank its own coefficient and the dense replicas would drift
+        apart."""
+        if optimizers:
+            params = [p for opt in optimizers for g in opt.param_groups for p in g["params"]]
+        else:
+            params = list(model.parameters())
+        if self.ep_size == 1:
+            return torch.nn.utils.clip_grad_norm_(params, max_norm)
+        experts = {id(p) for p in self._expert_params}
+        with_grad = [p for p in params if p.grad is not None]
+
+        def squared(grads: list[torch.Tensor]) -> torch.Tensor:
+            total = torch.zeros((), device=self.device, dtype=torch.float32)
+            for grad in grads:
+                total = total + grad.detach().float().pow(2).sum()
+            return total
+
+        expert_sq = squared([p.grad for p in with_grad if id(p) in experts])
+        dist.all_reduce(expert_sq, group=self.ep_group)
+        dense_sq = squared([p.grad for p in with_grad if id(p) not in experts])
+        norm = (dense_sq + expert_sq).sqrt()
+        torch.nn.utils.clip_grads_with_norm_(with_grad, max_norm, norm)
+        return norm
 
     # -- checkpoints: full experts, as a single process has them --------------------------
     def model_state_dict(self, model: nn.Module) -> dict[str, torch.Tensor]:
@@ -149,6 +185,49 @@ class ExpertParallelStrategy(DDPStrategy):  # type: ignore[misc,valid-type]
                 local = full.shape[0] // self.ep_size
                 state[name] = full[rank * local : (rank + 1) * local]
         self.unwrap(model).load_state_dict(state, strict=strict)
+
+    # -- optimizer state: the expert moments are sharded like the experts ---------------
+    def _expert_state_ids(self, optimizer: torch.optim.Optimizer) -> dict[int, torch.Tensor]:
+        """State-dict ids (positions over the param groups) of the expert parameters."""
+        experts = {id(p) for p in self._expert_params}
+        params = [p for group in optimizer.param_groups for p in group["params"]]
+        return {i: p for i, p in enumerate(params) if id(p) in experts}
+
+    def optimizer_state_dict(self, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+        """The optimizer state with every expert tensor (Adam's moments, momentum) gathered
+        over ``ep``, as a single process would hold it (each rank has its shard's only)."""
+        state = optimizer.state_dict()
+        if self.ep_size == 1:
+            return state
+        for index, param in self._expert_state_ids(optimizer).items():
+            if index not in state["state"]:
+                continue
+            # A copy: state_dict() shares these dicts with the live optimizer state.
+            entry = state["state"][index] = dict(state["state"][index])
+            for key in sorted(entry):
+                value = entry[key]
+                if isinstance(value, torch.Tensor) and value.shape == param.shape:
+                    parts = [torch.empty_like(value) for _ in range(self.ep_size)]
+                    dist.all_gather(parts, value.contiguous(), group=self.ep_group)
+                    entry[key] = torch.cat(parts)
+        return state
+
+    def load_optimizer_state_dict(
+        self, optimizer: torch.optim.Optimizer, state: dict[str, Any]
+    ) -> None:
+        if self.ep_size > 1:
+            rank = dist.get_rank(self.ep_group)
+            state = {**state, "state": dict(state["state"])}
+            for index, param in self._expert_state_ids(optimizer).items():
+                entry = dict(state["state"].get(index, {}))
+                full = (param.shape[0] * self.ep_size, *param.shape[1:])
+                for key, value in entry.items():
+                    if isinstance(value, torch.Tensor) and tuple(value.shape) == full:
+                        local = param.shape[0]
+                        entry[key] = value[rank * local : (rank + 1) * local].clone()
+                if entry:
+                    state["state"][index] = entry
+        optimizer.load_state_dict(state)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(expert_parallel_size={self.expert_parallel_size})"
