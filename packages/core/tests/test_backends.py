@@ -278,7 +278,8 @@ def test_describe_works_for_every_backend_available_or_not() -> None:
         info = backend.describe()
         assert info["name"] == name
         assert info["available"] == backend.is_available()
-        assert info["collective_backend"] in ("gloo", "nccl")
+        # A plugin's backend (deepseek-xpu: xccl) may be installed beside core's.
+        assert info["collective_backend"] in torch.distributed.Backend.backend_list
         if info["available"]:
             assert info["reason"] is None and info["device_count"] >= 1
             assert info["auto_precision"] in ("fp32", "fp16-mixed", "bf16-mixed")
@@ -288,3 +289,17 @@ def test_describe_works_for_every_backend_available_or_not() -> None:
     cpu = ds.backends.get("cpu").describe()
     assert cpu["threads"] == torch.get_num_threads()
     assert cpu["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+
+
+def test_set_device_goes_to_torchs_module_for_the_device_family(monkeypatch) -> None:
+    """Distributed ranks select their device through the backend (not a hard-coded
+    torch.cuda), so plugin backends (xpu, ...) get their own rank placement too."""
+    from deepseek.backends.base import Backend
+
+    calls = []
+    monkeypatch.setattr(torch.cuda, "set_device", calls.append)  # the device boundary
+    cuda_like = type("CudaLike", (Backend,), {"device_type": "cuda"})()
+    cuda_like.set_device(torch.device("cuda", 1))
+    assert calls == [torch.device("cuda", 1)]
+    ds.backends.get("cpu").set_device(torch.device("cpu"))  # the CPU: nothing to select
+    assert calls == [torch.device("cuda", 1)]

@@ -71,6 +71,14 @@ class Backend:
         return "fp32"
 
     # -- runtime -----------------------------------------------------------------------
+    def set_device(self, device: torch.device | int) -> None:
+        """Make ``device`` this process's current device (each distributed rank calls it
+        with its own): torch's ``torch.<device_type>.set_device`` where the device family
+        has one; a no-op for the CPU."""
+        module = getattr(torch, self.device_type, None)
+        if self.device_type != "cpu" and hasattr(module, "set_device"):
+            module.set_device(device)
+
     def synchronize(self, device: torch.device | None = None) -> None:
         """Wait for all queued work on the device (no-op where execution is synchronous)."""
 

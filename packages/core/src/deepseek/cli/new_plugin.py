@@ -10,7 +10,8 @@ built by hatchling and registered through the ``deepseek`` entry point::
         src/deepseek_NAME/__init__.py
         src/deepseek_NAME/plugin.py    the @hookimpl functions (factories are deferred)
         src/deepseek_NAME/<kind>.py    one stub per chosen kind, every hook documented
-        examples/NAME.yaml             a config that uses what the plugin registers
+        examples/NAME.yaml             a job config that uses what the plugin registers
+        examples/NAME_job.py           the job's model and data (module:callable names)
         tests/test_NAME.py             passes as generated: pip install -e . && pytest
 
 The stubs subclass the public base classes and override every hook method they have,
@@ -133,6 +134,7 @@ def generate(
         f"src/{context.package}/__init__.py": context.package_init(),
         f"src/{context.package}/plugin.py": context.plugin_module(),
         f"examples/{key}.yaml": context.example_yaml(),
+        f"examples/{context.job_module}.py": context.example_job(),
         # Named after the plugin: pytest needs distinct test-file names when several
         # plugins' tests run in one session (no __init__.py in tests/).
         f"tests/test_{context.package.removeprefix('deepseek_')}.py": context.tests(),
@@ -201,7 +203,7 @@ def _overridable(base: type) -> list[tuple[str, inspect.Signature, str]]:
                 ],
                 return_annotation=inspect.Signature.empty,
             )
-            description = _first_line(value, f"See {base.__module__}.{klass.__name__}.{attr}.")
+            description = _first_line(value, f"See {klass.__module__}.{klass.__name__}.{attr}.")
             found[attr] = (attr, plain, description)
     return sorted(found.values(), key=lambda item: item[0])
 
@@ -361,16 +363,46 @@ python -m pytest -q tests
             "metric": "fraction of predictions (argmax) equal to the target",
         }[kind]
 
+    @property
+    def job_module(self) -> str:
+        return f"{self.key.replace('-', '_')}_job"
+
+    def example_job(self) -> str:
+        return (
+            '"""The example job\'s model and data: module:callable names in the YAML next to\n'
+            'this file. Replace them with your own."""\n\n'
+            "from __future__ import annotations\n\n"
+            "import torch\n\n\n"
+            "def model(in_features: int = 4, num_classes: int = 2) -> torch.nn.Module:\n"
+            "    return torch.nn.Linear(in_features, num_classes)\n\n\n"
+            'def data(split: str = "train", size: int = 64) -> torch.utils.data.Dataset:\n'
+            '    generator = torch.Generator().manual_seed(0 if split == "train" else 1)\n'
+            "    x = torch.randn(size, 4, generator=generator)\n"
+            "    return torch.utils.data.TensorDataset(x, (x.sum(dim=1) > 0).long())\n"
+        )
+
     def example_yaml(self) -> str:
+        job = self.job_module
         lines = [
             f"# A job that uses what {self.dist} registers:",
-            f"#   deepseek train examples/{self.key}.yaml --print-config",
+            f"#   deepseek train examples/{self.key}.yaml",
+            f"#   deepseek train examples/{self.key}.yaml --print-config   # every option",
+            f"output_dir: runs/{self.key}",
         ]
         if "model" in self.kinds:
             lines += ["model:", f"  name: {self.reg_name}", "  in_features: 4"]
         else:
-            lines += ["model:", "  name: my_module:MyModel   # module:callable next to this file"]
-        lines += ["optimizer: {name: SGD, lr: 0.1}", "trainer:", "  max_epochs: 1"]
+            lines += ["model:", f"  name: {job}:model   # module:callable next to this file"]
+        lines += [
+            "data:",
+            f'  train: {{name: "{job}:data", split: train}}',
+            f'  val: {{name: "{job}:data", split: val}}',
+            "  batch_size: 16",
+            "optimizer: {name: SGD, lr: 0.1}",
+            "trainer:",
+            "  max_epochs: 1",
+            "  loss: cross_entropy",
+        ]
         if "precision" in self.kinds:
             lines.append(f"  precision: {self.reg_name}")
         if "strategy" in self.kinds:
@@ -581,6 +613,15 @@ python -m pytest -q tests
             "    )",
             "    trainer.fit()",
             "    return trainer\n\n",
+        ]
+        out += [
+            "def test_example_config_trains(tmp_path) -> None:",
+            "    from pathlib import Path",
+            "",
+            f'    config = Path(__file__).parents[1] / "examples" / "{k}.yaml"',
+            '    result = deepseek("train", str(config), "--set", f"output_dir={tmp_path}")',
+            "    assert result.returncode == 0, result.stdout + result.stderr",
+            '    assert (tmp_path / "config.yaml").exists()\n\n',
         ]
         for kind in self.kinds:
             if kind != "cli":

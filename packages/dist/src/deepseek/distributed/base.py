@@ -97,8 +97,7 @@ class ProcessGroupStrategy(Strategy):
         if backend.device_type == "cpu" or self.local_rank is None:
             return backend.device()  # the CPU, or the device the caller already selected
         device = backend.device(self.local_rank)
-        if device.type == "cuda":
-            torch.cuda.set_device(device)
+        backend.set_device(device)  # each rank on its own device (cuda, rocm, plugins')
         return device
 
     def teardown(self) -> None:
