@@ -47,8 +47,14 @@ def deepseek(*args: str, cwd: Path | None = None, timeout: int = 240, **env: str
         try:
             out, err = proc.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.communicate()
+            # SIGTERM first: torchrun's agent then stops its workers, which run in
+            # sessions of their own that a SIGKILL of this group would leave behind.
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.communicate(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.communicate()
             raise
     return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
