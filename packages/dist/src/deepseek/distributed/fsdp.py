@@ -9,7 +9,8 @@ mixed-precision policy (``bf16-mixed``: parameters cast to bfloat16 for compute,
 gradients reduced in float32).
 
     Trainer(..., strategy="fsdp")
-    Trainer(..., strategy={"name": "fsdp", "cpu_offload": True})   # or a YAML mapping
+    Trainer(..., strategy=FSDPStrategy(cpu_offload=True))   # with options
+    # YAML: trainer: {strategy: {name: fsdp, cpu_offload: true}}
 """
 
 from __future__ import annotations
