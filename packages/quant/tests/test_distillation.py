@@ -109,8 +109,12 @@ def test_bad_input_gives_one_clear_error() -> None:
     layer = nn.Linear(2, 2)
     with pytest.raises(ValueError, match="different modules"):
         Distillation(layer).apply(layer)
-    with pytest.raises(TypeError, match="teacher must be a torch.nn.Module"):
+    with pytest.raises(TypeError, match="teacher must be a model, a checkpoint path"):
+        Distillation(3)
+    with pytest.raises(FileNotFoundError, match="resnet18 does not exist"):
         Distillation("resnet18")
+    with pytest.raises(ValueError, match="needs its trained weights"):
+        Distillation({"name": "resnet18"})
     with pytest.raises(TypeError, match="distillation batch"):
         Distillation(nn.Linear(2, 2)).apply(layer).loss({"x": torch.zeros(1, 2)})
 
@@ -176,3 +180,34 @@ def test_unknown_feature_layer_lists_close_names() -> None:
 
     with pytest.raises(ValueError, match="no layer named '00'.*Did you mean '0'"):
         Distillation(_mlp(32), features={"00": "0"}).apply(_mlp(16))
+
+
+class Net(nn.Module):
+    def __init__(self, width: int = 8) -> None:
+        super().__init__()
+        self.body = nn.Linear(4, width)
+        self.head = nn.Linear(width, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.relu(self.body(x)))
+
+
+def test_teacher_from_a_checkpoint_spec(tmp_path) -> None:
+    """As a config gives it: the student's class rebuilt with options, trained weights
+    loaded from a checkpoint, frozen, and kept out of the distiller's state."""
+    from deepseek.checkpoint import save_checkpoint
+
+    trained = Net(width=16)
+    path = save_checkpoint(tmp_path / "teacher", trained.state_dict())
+    distiller = Distillation({"checkpoint": str(path), "width": 16}).apply(Net(width=4))
+    teacher = distiller.teacher
+    assert teacher.body.out_features == 16 and not teacher.training
+    assert torch.equal(teacher.head.weight, trained.head.weight)
+    assert not any(p.requires_grad for p in teacher.parameters())
+    assert all(k.startswith("student.") for k in distiller.state_dict())
+    with pytest.raises(ValueError, match="does not import other code"):
+        Distillation({"checkpoint": str(path), "name": "os:system"}).apply(Net())
+    with pytest.raises(ValueError, match="cannot build Linear"):
+        Distillation({"checkpoint": str(path), "width": 16}).apply(nn.Linear(4, 3))
+    with pytest.raises(ValueError, match=r"do not fit Net \(built with other options"):
+        Distillation({"checkpoint": str(path)}).apply(Net())  # width 8, saved 16

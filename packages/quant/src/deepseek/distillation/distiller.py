@@ -298,12 +298,17 @@ class Distillation:
                 "teacher must be a model, a checkpoint path or a mapping with a checkpoint, "
                 f"got {type(teacher).__name__}"
             )
-        if isinstance(teacher, Mapping) and not (
-            teacher.get("checkpoint") or teacher.get("weights")
-        ):
-            raise ValueError(
-                "teacher needs its trained weights: checkpoint: <run>/checkpoints/best"
-            )
+        weights = teacher
+        if isinstance(teacher, Mapping):
+            weights = teacher.get("checkpoint") or teacher.get("weights")
+            if not weights:
+                raise ValueError(
+                    "teacher needs its trained weights: checkpoint: <run>/checkpoints/best"
+                )
+        if not isinstance(teacher, nn.Module):
+            from deepseek.pruning.resize import resolve_weights_path
+
+            resolve_weights_path(weights)  # a missing checkpoint fails now, not after setup
         self.teacher = teacher
         self.criterion = DistillationLoss(temperature=temperature, alpha=alpha)
         self.features = dict(features or {})

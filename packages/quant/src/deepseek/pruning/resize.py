@@ -160,6 +160,17 @@ def load_into(
             f"the weights in {path} do not fit {type(model).__name__}: missing "
             f"{', '.join(missing[:5])}{more}"
         )
+    current = model.state_dict()
+    larger = [
+        f"{k}: saved {tuple(state[k].shape)}, model {tuple(v.shape)}"
+        for k, v in current.items()
+        if state[k].dim() != v.dim() or any(a > b for a, b in zip(state[k].shape, v.shape))
+    ]
+    if larger:
+        raise ValueError(
+            f"the weights in {path} do not fit {type(model).__name__} (built with other "
+            f"options?): {'; '.join(larger[:5])}"
+        )
     shrink = any(
         state[k].dim() > 0 and state[k].shape[0] < v.shape[0]
         for k, v in model.state_dict().items()

@@ -210,8 +210,6 @@ def measure(
     size_bytes: int | None = None,
 ) -> dict[str, Any]:
     """One row: accuracy on the trainer's validation data, parameters, size, latency."""
-    from deepseek.quantization.report import _median_ms
-
     val = _loader(trainer.val_data, trainer.batch_size)
     data = val if val is not None else _loader(trainer.train_data, trainer.batch_size)
     float_model = model.float_model if isinstance(model, QuantizedModel) else model
@@ -236,7 +234,7 @@ def measure(
             total += len(target)
         example = _inputs_of(next(iter(data)))[:1]
     example = example.expand(report.latency_batch, *example.shape[1:]).contiguous()
-    latency = _median_ms(model, (example,), report.repeats)
+    latency = median_latency_ms(model, example, report.repeats)
     if not isinstance(model, Int8Model):
         model.train(was_training)
     return {
@@ -249,6 +247,27 @@ def measure(
         "latency_ms": latency,
         "latency_batch": report.latency_batch,
     }
+
+
+def median_latency_ms(
+    model: nn.Module, inputs: torch.Tensor, repeats: int, *, warmup_s: float = 0.5
+) -> float:
+    """Median wall time of one forward pass after a warm-up of at least 30 calls and
+    ``warmup_s`` seconds: the first calls at a new shape (oneDNN primitive creation,
+    a compiled model's first runs) are tens of times slower than the steady state."""
+    import time
+
+    with torch.inference_mode():
+        calls, start = 0, time.perf_counter()
+        while calls < 30 or time.perf_counter() - start < warmup_s:
+            model(inputs)
+            calls += 1
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            model(inputs)
+            times.append(time.perf_counter() - t0)
+    return 1000 * sorted(times)[len(times) // 2]
 
 
 def _predict(model: nn.Module, inputs: torch.Tensor, fixed: int | None) -> torch.Tensor:
