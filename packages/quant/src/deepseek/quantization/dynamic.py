@@ -115,7 +115,18 @@ class PostTrainingQuantization:
     'Linear'
     """
 
-    def __init__(self, modules: Iterable[type[nn.Module] | str] = (nn.Linear,)) -> None:
+    def __init__(
+        self, modules: Iterable[type[nn.Module] | str] = (nn.Linear,), mode: str = "dynamic"
+    ) -> None:
+        if mode == "static":
+            raise ValueError(
+                "static PTQ calibrates on data, which an algorithm applied to the built model "
+                "does not see: add the int8_export callback instead ({name: int8_export, "
+                "path: model_int8.pt2, calibration_batches: 16, skip_training: true}); it "
+                "calibrates on data.train, converts to int8 and saves"
+            )
+        if mode != "dynamic":
+            raise ValueError(f"mode must be 'dynamic' or 'static', got {mode!r}")
         self.modules = tuple(_module_types(modules))
 
     def apply(self, model: nn.Module) -> nn.Module:
@@ -168,14 +179,11 @@ def save_dynamic_int8(model: nn.Module, path: str | os.PathLike[str]) -> Path:
     for key, value in model.state_dict().items():
         if isinstance(value, torch.Tensor) and not any(key.startswith(f"{n}.") for n in linears):
             tensors[key] = value.detach().contiguous()
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:  # write then rename: a crash never leaves a half-written file under `path`
-        save_file(tensors, str(tmp), metadata={"format": "deepseek-dynamic-int8"})
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    from deepseek.checkpoint.atomic import write_atomically
+
+    metadata = {"format": "deepseek-dynamic-int8"}
+    write_atomically(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
+    return Path(path)
 
 
 def load_dynamic_int8(path: str | os.PathLike[str], model: nn.Module) -> nn.Module:
