@@ -63,6 +63,12 @@ MODULE = textwrap.dedent(
                 for p in model.parameters():
                     p.mul_(self.factor)
 
+    class NewHead:
+        '''An algorithm that replaces parameters: a fresh last layer (in place).'''
+
+        def apply(self, model):
+            model[-1] = nn.Linear(model[-1].in_features, 2)
+
     def top1(preds, target):
         return (preds.argmax(-1) == target).float().mean()
     """
@@ -206,6 +212,18 @@ def test_algorithms_apply_in_order_at_start_and_at_an_epoch(folder):
         build(folder, {**data, "algorithms": [{"name": "schemajob:Scale", "factr": 1.0}]})
     with pytest.raises(ConfigError, match=r"algorithms\[0\].name: unknown algorithm 'qatt'"):
         build(folder, {**data, "algorithms": [{"name": "qatt"}]})
+
+
+def test_an_algorithm_at_an_epoch_that_replaces_parameters_gets_them_trained(folder):
+    """The optimizer is rebuilt over the new parameters, so the new head trains."""
+    data = job_config(folder, max_epochs=2)
+    data["algorithms"] = [{"name": "schemajob:NewHead", "at": 1}]
+    trainer = build(folder, data)
+    trainer.fit()
+    head = trainer.unwrapped_model[-1]
+    optimized = {id(p) for group in trainer.optimizer.param_groups for p in group["params"]}
+    assert {id(head.weight), id(head.bias)} <= optimized
+    assert optimized == {id(p) for p in trainer.unwrapped_model.parameters()}
 
 
 def test_metrics_by_name_and_module_callable(folder):

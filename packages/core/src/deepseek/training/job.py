@@ -398,8 +398,9 @@ def apply_algorithm(algorithm: Any, model: torch.nn.Module, path: str) -> torch.
 
 class ApplyAlgorithm(Callback):
     """Applies a model algorithm at the start of a given epoch (``algorithms: [{name: ...,
-    at: 3}]``). The algorithm must change the model in place at that point (the
-    optimizer already holds its parameters)."""
+    at: 3}]``). The algorithm changes the model in place; when it replaces parameters
+    (physical pruning, new layers) the optimizer is rebuilt over the new ones
+    (:meth:`Trainer.rebuild_optimizer`, single-process runs)."""
 
     def __init__(self, algorithm: Any, epoch: int, path: str) -> None:
         self.algorithm, self.epoch, self.path = algorithm, epoch, path
@@ -409,7 +410,19 @@ class ApplyAlgorithm(Callback):
         if self.applied or trainer.current_epoch != self.epoch:
             return
         model = trainer.unwrapped_model
-        if apply_algorithm(self.algorithm, model, self.path) is not model:
+        before = [id(p) for p in model.parameters()]
+        if trainer.strategy.world_size == 1:
+            with trainer.rebuild_optimizer():
+                result = apply_algorithm(self.algorithm, model, self.path)
+        else:
+            result = apply_algorithm(self.algorithm, model, self.path)
+            if [id(p) for p in model.parameters()] != before:
+                raise ConfigError(
+                    f"{self.path}: at epoch {self.epoch} the algorithm replaced parameters, "
+                    "which a distributed run cannot follow (its wrapper holds the old "
+                    "ones); use at: start"
+                )
+        if result is not model:
             raise ConfigError(
                 f"{self.path}: at epoch {self.epoch} the algorithm must change the model in "
                 "place, but apply() returned a new model; use at: start"
