@@ -430,7 +430,8 @@ def save(model: Int8Model, path: Any, example_inputs: Any) -> Any:
     if not isinstance(model, Int8Model):
         raise TypeError(f"save takes the Int8Model returned by convert, got {type(model).__name__}")
     inputs = example_inputs if isinstance(example_inputs, tuple) else (example_inputs,)
-    return ds.export(model.graph, inputs, path)
+    # No example batch in the archive: for ResNet-18 at 224 px it would add 0.6 MB per image.
+    return ds.export(model.graph, inputs, path, keep_example_inputs=False)
 
 
 def load(path: Any, *, compiled: bool = True) -> Int8Model:
