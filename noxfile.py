@@ -22,6 +22,9 @@ PACKAGES: dict[str, list[str]] = {
     d.distribution.removeprefix("deepseek-"): [] for d in _FIRST_PARTY["FIRST_PARTY"]
 }
 PYTEST = ("pytest", "-q", "-p", "no:cacheprovider")
+# One torch thread per process: the multi-process tests start 2-4 processes on the 2-core CI
+# machine, where torch's default (a thread per core each) oversubscribes it.
+TEST_ENV = {"OMP_NUM_THREADS": "1"}
 
 nox.options.default_venv_backend = "venv"
 nox.options.reuse_existing_virtualenvs = False
@@ -59,10 +62,16 @@ def tests(session: nox.Session, package: str) -> None:
     if package != "core":
         # With only this package beside core, every absent sibling must give its hint.
         paths.append("packages/core/tests/test_namespace.py")
-    session.run(*PYTEST, *paths, *session.posargs)
+    session.run(*PYTEST, *paths, *session.posargs, env=TEST_ENV)
     # Every docstring example runs; importlib mode imports each module under its real name
     # (deepseek.nlp...) inside the namespace package.
-    session.run(*PYTEST, "--doctest-modules", "--import-mode=importlib", f"packages/{package}/src")
+    session.run(
+        *PYTEST,
+        "--doctest-modules",
+        "--import-mode=importlib",
+        f"packages/{package}/src",
+        env=TEST_ENV,
+    )
 
 
 @nox.session
@@ -72,7 +81,9 @@ def plugins(session: nox.Session) -> None:
     install(session, "pytest", "hatchling", *editable("packages/core"))
     for path in plugin_dirs():
         install(session, "-e", f"{ROOT / path}[test]")  # test extra: reference libraries
-    session.run(*PYTEST, "plugins", "packages/core/tests/test_new_plugin.py", *session.posargs)
+    session.run(
+        *PYTEST, "plugins", "packages/core/tests/test_new_plugin.py", *session.posargs, env=TEST_ENV
+    )
 
 
 @nox.session
@@ -82,7 +93,7 @@ def integration(session: nox.Session) -> None:
     siblings = [f"packages/{p}" for p in PACKAGES if p != "core"]
     install(session, "pytest", *editable("packages/core[examples]", *siblings))
     install(session, *editable("packages/framework", *plugin_dirs()))
-    session.run(*PYTEST, "integration-tests", *session.posargs)
+    session.run(*PYTEST, "integration-tests", *session.posargs, env=TEST_ENV)
 
 
 @nox.session
@@ -118,7 +129,12 @@ def wheels(session: nox.Session) -> None:
     # same-named project from the package index), their deepseek-* dependencies included.
     install(session, *sorted(str(w) for w in dist.glob("*.whl")))
     with session.chdir(session.create_tmp()):  # outside the repository: no source imports
-        session.run(*PYTEST, str(ROOT / "integration-tests" / "test_smoke.py"), *session.posargs)
+        session.run(
+            *PYTEST,
+            str(ROOT / "integration-tests" / "test_smoke.py"),
+            *session.posargs,
+            env=TEST_ENV,
+        )
     check = ("python", str(ROOT / ".ci" / "check_install.py"))
     session.run(*check, "deepseek-framework", *first_party, *plugins)
     rows = [[name] for name in first_party] + [["deepseek-core", p] for p in plugins]
