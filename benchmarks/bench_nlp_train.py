@@ -1,21 +1,31 @@
 """BertForSequenceClassification: deepseek.nlp vs Hugging Face transformers, same weights.
 
 Questions: training-step throughput (bert-base, seq 128, batch 8, fp32, AdamW) and
-inference throughput at batch 1 and 32 (seq 128), samples/s and the ratio ours/theirs,
-measured in one process on identical weights (ours loads the transformers model's
-state dict), alternating the two models per round so machine load hits both alike.
+inference throughput at batch 1 and batch 32 (seq 128), samples/s and the ratio
+ours/theirs, measured in one process on identical weights (ours loads the transformers
+model's state dict).
 
-    python benchmarks/bench_nlp_train.py            # 3 rounds x 5 steps
-    python benchmarks/bench_nlp_train.py --quick    # 1 round x 2 steps
-    python benchmarks/bench_nlp_train.py --small    # small BERT, 8 alternating rounds
+Trustworthy on a small shared machine: the two models alternate step by step (round
+robin, the order flipping every round, so a load spike hits both alike), each number is
+the median over all rounds, and the header prints the CPU, the thread count and the load
+average before and after (read the ratios, not the absolute rates, when the load is
+above the core count).
 
-Prints a markdown table. CPU only here; bert-base is slow on 2 cores, so step counts are
-small: read the numbers as +-10%.
+Batches are "padded" as real ones are: the first sequence is 128 tokens, the others
+64..128 (the padding a dynamic collator leaves); batch 1 has no padding. The
+``ours, padded path`` rows switch deepseek.nlp's unpadding off (``model.bert.unpad =
+False``), to show what it is worth.
+
+    python benchmarks/bench_nlp_train.py            # full run (about 10 min on 2 cores)
+    python benchmarks/bench_nlp_train.py --quick    # 3 rounds per case
+    python benchmarks/bench_nlp_train.py --small    # 4-layer, 256-wide BERT
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import platform
 import statistics
 import time
 
@@ -23,6 +33,24 @@ import torch
 
 SMALL = {"hidden_size": 256, "num_hidden_layers": 4, "num_attention_heads": 4,
          "intermediate_size": 1024}  # fmt: skip
+
+
+def machine_header() -> str:
+    """CPU model, cores, threads, versions and load: what the numbers depend on."""
+    cpu = platform.processor() or "unknown CPU"
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if "model name" in line)
+    except (OSError, StopIteration):
+        pass
+    import transformers
+
+    load = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    return (
+        f"CPU: {cpu}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}; "
+        f"torch {torch.__version__}, transformers {transformers.__version__}; "
+        f"load average (1/5/15 min) {load}"
+    )
 
 
 def build(num_labels: int = 3, **sizes: int):
@@ -36,9 +64,8 @@ def build(num_labels: int = 3, **sizes: int):
     ours = BertForSequenceClassification(
         BertConfig(vocab_size=21128, num_labels=num_labels, **sizes)
     )
-    ours.load_state_dict(theirs.state_dict(), strict=False)
-    for a, b in zip(ours.state_dict().values(), theirs.state_dict().values(), strict=False):
-        assert a.shape == b.shape
+    result = ours.load_state_dict(theirs.state_dict(), strict=False)
+    assert not result.missing_keys, result.missing_keys  # identical weights
     return ours, theirs
 
 
@@ -55,67 +82,112 @@ def batch(size: int, length: int, vocab: int = 21128, padded: bool = True):
     return {"input_ids": ids, "attention_mask": mask, "labels": labels}
 
 
-def time_train(model, inputs, steps: int) -> float:
-    model.train()
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-5)
-    start = time.perf_counter()
-    for _ in range(steps):
-        loss = model(**inputs).loss
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-    return (time.perf_counter() - start) / steps
+class TrainStep:
+    """One AdamW training step (forward, backward, step, zero_grad)."""
+
+    def __init__(self, model, inputs):
+        self.model, self.inputs = model.train(), inputs
+        self.opt = torch.optim.AdamW(model.parameters(), lr=1e-5)
+
+    def __call__(self) -> None:
+        self.model.train()
+        self.model(**self.inputs).loss.backward()
+        self.opt.step()
+        self.opt.zero_grad(set_to_none=True)
 
 
-@torch.no_grad()
-def time_infer(model, inputs, steps: int) -> float:
-    model.eval()
-    inputs = {k: v for k, v in inputs.items() if k != "labels"}
-    start = time.perf_counter()
-    for _ in range(steps):
-        model(**inputs)
-    return (time.perf_counter() - start) / steps
+class InferStep:
+    """One eval-mode forward without autograd."""
+
+    def __init__(self, model, inputs):
+        self.model = model
+        self.inputs = {k: v for k, v in inputs.items() if k != "labels"}
+
+    @torch.no_grad()
+    def __call__(self) -> None:
+        self.model.eval()
+        self.model(**self.inputs)
 
 
-def compare(ours, theirs, fn, inputs, rounds: int, steps: int) -> tuple[float, float]:
-    fn(ours, inputs, 1)  # warm-up (allocator, kernels)
-    fn(theirs, inputs, 1)
-    mine, ref = [], []
-    for _ in range(rounds):
-        mine.append(fn(ours, inputs, steps))
-        ref.append(fn(theirs, inputs, steps))
-    return statistics.median(mine), statistics.median(ref)
+def round_robin(steps: dict[str, object], rounds: int) -> dict[str, float]:
+    """Median seconds per step of each callable, the callables alternating step by step
+    (order reversed every other round)."""
+    names = list(steps)
+    for name in names:  # warm-up: allocator, optimizer state, kernel selection
+        steps[name]()
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for r in range(rounds):
+        for name in names if r % 2 == 0 else names[::-1]:
+            start = time.perf_counter()
+            steps[name]()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+class _Unpadding:
+    """Ours with ``bert.unpad`` set as asked, for the step's duration."""
+
+    def __init__(self, step, model, unpad: bool):
+        self.step, self.model, self.unpad = step, model, unpad
+
+    def __call__(self) -> None:
+        saved, self.model.bert.unpad = self.model.bert.unpad, self.unpad
+        try:
+            self.step()
+        finally:
+            self.model.bert.unpad = saved
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="fewer rounds and steps")
+    parser.add_argument("--quick", action="store_true", help="3 rounds per case")
+    parser.add_argument("--small", action="store_true", help="a 4-layer, 256-wide BERT")
+    parser.add_argument("--rounds", type=int, default=None, help="rounds per case")
+    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
     parser.add_argument(
-        "--small",
-        action="store_true",
-        help="a 4-layer, 256-wide BERT, 8 alternating rounds of 1 step (for loaded machines)",
+        "--no-ablation", action="store_true", help="skip the 'ours, padded path' rows"
     )
     args = parser.parse_args()
-    rounds, steps = (1, 2) if args.quick else (3, 5)
-    if args.small:
-        rounds, steps = 8, 1
+    if args.threads:
+        torch.set_num_threads(args.threads)
     ours, theirs = build(**(SMALL if args.small else {}))
-    rows = []
-    cases = [
-        ("train step, batch 8, seq 128", time_train, batch(8, 128), 8),
-        ("inference, batch 1, seq 128", time_infer, batch(1, 128), 1),
-        ("inference, batch 32, seq 128", time_infer, batch(32, 128), 32),
+    header_before = machine_header()
+    base = 3 if args.quick else (args.rounds or 0)
+    cases = [  # name, step class, inputs, samples, rounds
+        ("train step, batch 8, seq 128 (padded)", TrainStep, batch(8, 128), 8, base or 10),
+        ("inference, batch 1, seq 128", InferStep, batch(1, 128), 1, base or 20),
+        ("inference, batch 32, seq 128 (padded)", InferStep, batch(32, 128), 32, base or 6),
+        (
+            "inference, batch 32, seq 128 (no padding)",
+            InferStep,
+            batch(32, 128, padded=False),
+            32,
+            base or 4,
+        ),
     ]
-    for name, fn, inputs, size in cases:
-        mine, ref = compare(ours, theirs, fn, inputs, rounds, steps)
-        rows.append((name, size / mine, size / ref, ref / mine))
+    rows = []
+    started = time.perf_counter()
+    for name, step_cls, inputs, size, rounds in cases:
+        steps = {"ours": step_cls(ours, inputs), "theirs": step_cls(theirs, inputs)}
+        padded = bool((inputs["attention_mask"] == 0).any())
+        if padded and not args.no_ablation:
+            steps["ours_padded"] = _Unpadding(step_cls(ours, inputs), ours, unpad=False)
+        seconds = round_robin(steps, rounds)
+        ref = seconds["theirs"]
+        rows.append((name, size / seconds["ours"], size / ref, ref / seconds["ours"], rounds))
+        if "ours_padded" in seconds:
+            s = seconds["ours_padded"]
+            rows.append(("  ours, padded path (unpad off)", size / s, size / ref, ref / s, rounds))
+        print(f"done: {name} ({time.perf_counter() - started:.0f} s)", flush=True)
     size = "4-layer, 256-wide BERT" if args.small else "bert-base"
-    print(f"\n{size} (vocab 21128), fp32, CPU threads={torch.get_num_threads()}, "
-          f"{rounds} rounds x {steps} steps (median)\n")  # fmt: skip
-    print("| case | deepseek.nlp samples/s | transformers samples/s | ratio |")
-    print("|---|---|---|---|")
-    for name, a, b, ratio in rows:
-        print(f"| {name} | {a:.2f} | {b:.2f} | {ratio:.2f}x |")
+    print(f"\n{size} (vocab 21128), BertForSequenceClassification, fp32, CPU")
+    print(f"before: {header_before}")
+    print(f"after:  {machine_header()}")
+    print("round robin, median per step\n")
+    print("| case | deepseek.nlp samples/s | transformers samples/s | ratio | rounds |")
+    print("|---|---|---|---|---|")
+    for name, a, b, ratio, rounds in rows:
+        print(f"| {name} | {a:.2f} | {b:.2f} | {ratio:.2f}x | {rounds} |")
 
 
 if __name__ == "__main__":

@@ -194,8 +194,14 @@ def test_forward_matches_explicit_reference():
     with torch.no_grad():
         hidden, pooled = model(ids, attention_mask=mask, token_type_ids=token_types)
         ref_hidden, ref_pooled = reference_bert(model, ids, mask, token_types)
-    torch.testing.assert_close(hidden, ref_hidden, atol=1e-5, rtol=1e-4)
+        model.unpad = False  # padding computed like every token (the accelerator path)
+        padded_hidden, padded_pooled = model(ids, attention_mask=mask, token_type_ids=token_types)
+    real = mask.bool()  # padding rows are unspecified (zeros when unpadded)
+    torch.testing.assert_close(hidden[real], ref_hidden[real], atol=1e-5, rtol=1e-4)
     torch.testing.assert_close(pooled, ref_pooled, atol=1e-5, rtol=1e-4)
+    assert (hidden[~real] == 0).all()
+    torch.testing.assert_close(padded_hidden, ref_hidden, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(padded_pooled, ref_pooled, atol=1e-5, rtol=1e-4)
 
 
 def test_attention_mask_hides_padding_tokens():

@@ -379,3 +379,80 @@ def test_outputs_unpack_like_tuples_and_hidden_states_on_request():
     hidden, pooled, *_ = model(ids)
     assert hidden.shape == (2, 4, 16) and pooled.shape == (2, 16)
     assert model(ids)[0] is not None and model(ids)["pooler_output"].shape == (2, 16)
+
+
+def _rows_seen(model, module_name):
+    """How many token rows each call of ``module_name`` (an nn.Linear) multiplied."""
+    seen = []
+    module = model.get_submodule(module_name)
+    handle = module.register_forward_hook(
+        lambda m, args, out: seen.append(args[0].numel() // m.in_features)
+    )
+    return seen, handle
+
+
+@pytest.mark.parametrize("checkpointing", [False, True])
+def test_unpadded_batches_skip_padding_with_same_results_and_grads(checkpointing):
+    """Token-wise layers see the real tokens only; outputs on real tokens and every
+    gradient equal the padded computation's (with and without gradient checkpointing)."""
+    config = BertConfig(**TINY, num_labels=3, hidden_dropout_prob=0.0,
+                        attention_probs_dropout_prob=0.0, gradient_checkpointing=checkpointing)  # fmt: skip
+    ids = torch.randint(5, 60, (3, 10))
+    mask = torch.ones(3, 10, dtype=torch.long)
+    mask[1, 6:] = 0
+    mask[2, 2:] = 0
+    labels = torch.randint(0, 3, (3, 10)).masked_fill(mask == 0, -100)
+
+    def run(unpad):
+        torch.manual_seed(0)
+        model = BertForTokenClassification(config).train()
+        model.bert.unpad = unpad
+        seen, handle = _rows_seen(model, "bert.encoder.layer.0.intermediate.dense")
+        out = model(ids, attention_mask=mask, labels=labels)
+        out.loss.backward()
+        handle.remove()
+        grads = {n: p.grad for n, p in model.named_parameters()}
+        return out, grads, seen
+
+    padded, padded_grads, padded_rows = run(False)
+    unpadded, unpadded_grads, unpadded_rows = run(True)
+    assert padded_rows[0] == 30 and unpadded_rows[0] == int(mask.sum()) == 18
+    real = mask.bool()
+    torch.testing.assert_close(unpadded.logits[real], padded.logits[real])
+    torch.testing.assert_close(unpadded.loss, padded.loss)
+    for name, grad in padded_grads.items():
+        torch.testing.assert_close(unpadded_grads[name], grad, msg=name)
+
+
+def test_left_padding_keeps_the_padded_path():
+    """The pooler reads position 0: a batch padded on the left is not unpadded."""
+    model = BertModel(BertConfig(**TINY)).eval()
+    ids = torch.randint(5, 60, (2, 6))
+    mask = torch.ones(2, 6, dtype=torch.long)
+    mask[1, :2] = 0
+    seen, handle = _rows_seen(model, "encoder.layer.0.intermediate.dense")
+    with torch.no_grad():
+        got = model(ids, attention_mask=mask)
+        model.unpad = False
+        expected = model(ids, attention_mask=mask)
+    handle.remove()
+    assert seen == [12, 12]
+    torch.testing.assert_close(got.pooler_output, expected.pooler_output)
+
+
+def test_classifier_runs_its_last_layer_for_the_first_token_only():
+    torch.manual_seed(0)
+    model = BertForSequenceClassification(BertConfig(**TINY, num_labels=3)).eval()
+    ids = torch.randint(5, 60, (4, 9))
+    mask = torch.ones(4, 9, dtype=torch.long)
+    mask[2, 5:] = 0
+    seen, handle = _rows_seen(model, "bert.encoder.layer.1.intermediate.dense")
+    with torch.no_grad():
+        fast = model(ids, attention_mask=mask)
+        full = model(ids, attention_mask=mask, output_hidden_states=True)  # every row
+    handle.remove()
+    assert seen == [4, int(mask.sum())]
+    torch.testing.assert_close(fast.logits, full.logits)
+    with torch.no_grad():
+        out = model.bert(ids, attention_mask=mask, first_token_only=True)
+    assert out.last_hidden_state.shape == (4, 1, 16)

@@ -441,9 +441,56 @@ class BertEmbeddings(nn.Module):
         return self.dropout(self.LayerNorm(embeddings))
 
 
+@dataclass
+class TokenLayout:
+    """Where the rows of the encoder's flat ``(tokens, hidden)`` activations sit in the
+    ``(batch, length)`` grid of the input.
+
+    Token-wise work (every ``Linear``, LayerNorm, GELU, dropout) runs on the flat rows;
+    only attention needs the grid. With ``index`` set the rows hold the real tokens only
+    ("unpadded": padding costs no matmul); with ``index`` None they are every position in
+    order, and moving between the two layouts is a free ``view``.
+
+    >>> layout = TokenLayout(batch=2, length=3, index=torch.tensor([0, 1, 2, 3]),
+    ...                      first=torch.tensor([0, 3]))
+    >>> rows = torch.arange(4.0)[:, None]          # 4 real tokens, 1 feature
+    >>> layout.to_grid(rows)[..., 0]                # padding is zero in the grid
+    tensor([[0., 1., 2.],
+            [3., 0., 0.]])
+    >>> layout.first_rows(rows)[:, 0]
+    tensor([0., 3.])
+    """
+
+    batch: int
+    length: int
+    index: torch.Tensor | None = None  # grid positions (b * length + i) of the rows
+    first: torch.Tensor | None = None  # row of each sequence's first token (with index)
+
+    def to_grid(self, rows: torch.Tensor) -> torch.Tensor:
+        """``(tokens, C)`` rows -> ``(batch, length, C)``, zeros where nothing was kept."""
+        if self.index is None:
+            return rows.view(self.batch, self.length, -1)
+        grid = rows.new_zeros(self.batch * self.length, rows.shape[-1])
+        return grid.index_copy(0, self.index, rows).view(self.batch, self.length, -1)
+
+    def from_grid(self, grid: torch.Tensor) -> torch.Tensor:
+        """``(batch, length, C)`` -> the ``(tokens, C)`` rows this layout keeps."""
+        flat = grid.reshape(self.batch * self.length, -1)
+        return flat if self.index is None else flat.index_select(0, self.index)
+
+    def first_rows(self, rows: torch.Tensor) -> torch.Tensor:
+        """The ``(batch, C)`` rows of each sequence's first (``[CLS]``) token."""
+        if self.index is None:
+            return rows.view(self.batch, self.length, -1)[:, 0]
+        return rows.index_select(0, self.first)
+
+
 class BertSelfAttention(nn.Module):
     """Multi-head self-attention through ``scaled_dot_product_attention`` (explicit
-    softmax only when the attention probabilities are asked for)."""
+    softmax only when the attention probabilities are asked for).
+
+    Takes and returns flat ``(tokens, hidden)`` rows (see ``TokenLayout``); with
+    ``first_only`` only each sequence's first token asks (queries), all tokens answer."""
 
     def __init__(self, config: BertConfig) -> None:
         super().__init__()
@@ -455,15 +502,23 @@ class BertSelfAttention(nn.Module):
         self.dropout_p = config.attention_probs_dropout_prob
 
     def forward(
-        self, hidden_states: torch.Tensor, mask: torch.Tensor | None, output_attentions: bool
+        self,
+        hidden_states: torch.Tensor,
+        mask: torch.Tensor | None,
+        layout: TokenLayout,
+        output_attentions: bool = False,
+        first_only: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        batch, length, hidden = hidden_states.shape
+        batch = layout.batch
 
         def heads(x: torch.Tensor) -> torch.Tensor:  # (B, L, H*D) -> (B, H, L, D)
-            return x.view(batch, length, self.num_heads, -1).transpose(1, 2)
+            return x.view(batch, x.shape[1], self.num_heads, -1).transpose(1, 2)
 
-        q, k, v = heads(self.query(hidden_states)), heads(self.key(hidden_states)), None
-        v = heads(self.value(hidden_states))
+        queries = layout.first_rows(hidden_states) if first_only else hidden_states
+        q = self.query(queries)
+        q = heads(q[:, None] if first_only else layout.to_grid(q))
+        k = heads(layout.to_grid(self.key(hidden_states)))
+        v = heads(layout.to_grid(self.value(hidden_states)))
         dropout_p = self.dropout_p if self.training else 0.0
         probs = None
         if output_attentions:
@@ -474,7 +529,8 @@ class BertSelfAttention(nn.Module):
             context = F.dropout(probs, dropout_p, self.training) @ v
         else:
             context = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
-        return context.transpose(1, 2).reshape(batch, length, hidden), probs
+        context = context.transpose(1, 2).flatten(2)  # (B, L or 1, H*D)
+        return (context[:, 0] if first_only else layout.from_grid(context)), probs
 
 
 class BertResidualOutput(nn.Module):
@@ -498,10 +554,16 @@ class BertAttention(nn.Module):
         self.output = BertResidualOutput(config.hidden_size, config)
 
     def forward(
-        self, hidden_states: torch.Tensor, mask: torch.Tensor | None, output_attentions: bool
+        self,
+        hidden_states: torch.Tensor,
+        mask: torch.Tensor | None,
+        layout: TokenLayout,
+        output_attentions: bool = False,
+        first_only: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        context, probs = self.self(hidden_states, mask, output_attentions)
-        return self.output(context, hidden_states), probs
+        context, probs = self.self(hidden_states, mask, layout, output_attentions, first_only)
+        residual = layout.first_rows(hidden_states) if first_only else hidden_states
+        return self.output(context, residual), probs
 
 
 class BertIntermediate(nn.Module):
@@ -522,9 +584,14 @@ class BertLayer(nn.Module):
         self.output = BertResidualOutput(config.intermediate_size, config)
 
     def forward(
-        self, hidden_states: torch.Tensor, mask: torch.Tensor | None, output_attentions: bool
+        self,
+        hidden_states: torch.Tensor,
+        mask: torch.Tensor | None,
+        layout: TokenLayout,
+        output_attentions: bool = False,
+        first_only: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        attended, probs = self.attention(hidden_states, mask, output_attentions)
+        attended, probs = self.attention(hidden_states, mask, layout, output_attentions, first_only)
         return self.output(self.intermediate(attended), attended), probs
 
 
@@ -538,22 +605,27 @@ class BertEncoder(nn.Module):
         self,
         hidden_states: torch.Tensor,
         mask: torch.Tensor | None,
+        layout: TokenLayout,
         output_hidden_states: bool = False,
         output_attentions: bool = False,
+        first_only: bool = False,
     ) -> tuple[torch.Tensor, tuple | None, tuple | None]:
-        all_hidden = (hidden_states,) if output_hidden_states else None
+        """Flat ``(tokens, hidden)`` rows in and out; ``first_only``: the last layer runs
+        for each sequence's first token only (all a pooled classifier reads), and the
+        result is ``(batch, hidden)``. Hidden states asked for come back on the grid."""
+        all_hidden = (layout.to_grid(hidden_states),) if output_hidden_states else None
         all_attentions: tuple | None = () if output_attentions else None
         recompute = self.gradient_checkpointing and self.training and torch.is_grad_enabled()
-        for layer in self.layer:
+        last = len(self.layer) - 1
+        for i, layer in enumerate(self.layer):
+            args = (hidden_states, mask, layout, output_attentions, first_only and i == last)
             if recompute:
                 # Keep only each layer's input; recompute its inside during backward.
-                hidden_states, probs = checkpoint(
-                    layer, hidden_states, mask, output_attentions, use_reentrant=False
-                )
+                hidden_states, probs = checkpoint(layer, *args, use_reentrant=False)
             else:
-                hidden_states, probs = layer(hidden_states, mask, output_attentions)
+                hidden_states, probs = layer(*args)
             if all_hidden is not None:
-                all_hidden += (hidden_states,)
+                all_hidden += (layout.to_grid(hidden_states),)
             if all_attentions is not None:
                 all_attentions += (probs,)
         return hidden_states, all_hidden, all_attentions
@@ -872,6 +944,16 @@ class BertModel(BertPreTrainedModel):
     ``hidden_states`` / ``attentions``) that also unpacks as ``(last_hidden_state,
     pooled)``.
 
+    Padding: the rows of ``last_hidden_state`` (and of ``hidden_states``) at padding
+    positions are unspecified, as in transformers, where they are computed but attend to
+    nothing useful; read only the real tokens. On the CPU, eagerly, a padded batch runs
+    "unpadded" (``self.unpad``, on by default): every ``Linear``, LayerNorm and GELU sees
+    the real tokens only and attention alone sees the padded grid, so padding costs no
+    matmul, and padding rows come back as zeros. ``first_token_only=True`` runs the last
+    layer for the ``[CLS]`` token only (what the pooler reads; the classifier's fast path):
+    ``last_hidden_state`` is then ``(batch, 1, hidden)``. It is ignored when hidden
+    states or attentions are asked for.
+
     >>> import torch
     >>> model = BertModel(BertConfig.from_preset("bert-tiny")).eval()
     >>> ids = torch.tensor([[101, 2769, 102, 0]])
@@ -887,6 +969,8 @@ class BertModel(BertPreTrainedModel):
         self.embeddings = BertEmbeddings(config)
         self.encoder = BertEncoder(config)
         self.pooler = BertPooler(config) if add_pooling_layer else None
+        # CPU fast path for padded batches (see forward); False computes padding like HF.
+        self.unpad = True
         self.post_init()
 
     def forward(
@@ -897,6 +981,7 @@ class BertModel(BertPreTrainedModel):
         position_ids: torch.Tensor | None = None,
         output_hidden_states: bool = False,
         output_attentions: bool = False,
+        first_token_only: bool = False,
     ) -> BertModelOutput:
         config = self.config
         _check_int_tensor("input_ids", input_ids, None)
@@ -924,19 +1009,44 @@ class BertModel(BertPreTrainedModel):
         if position_ids is not None:
             _check_int_tensor("position_ids", position_ids, None)
 
-        hidden_states = self.embeddings(input_ids, token_type_ids, position_ids)
-        mask = self._attention_mask(attention_mask, input_ids)
-        last, all_hidden, all_attentions = self.encoder(
-            hidden_states, mask, output_hidden_states, output_attentions
+        first_only = first_token_only and not (output_hidden_states or output_attentions)
+        batch, length = input_ids.shape
+        keep = self._keep_mask(attention_mask, input_ids)
+        layout, mask = TokenLayout(batch, length), None
+        # Whether any token is padding is free to ask on the CPU, where the data already is
+        # (on accelerators it would be a host sync, and under torch.compile a graph break:
+        # there the collator leaves the mask out when nothing is padded, and padding is
+        # computed like every other token).
+        on_host = keep is not None and keep.device.type == "cpu"
+        if on_host and not torch.compiler.is_compiling():
+            if bool(keep.all()):
+                keep = None  # no padding: no mask, so SDPA takes its fastest kernel
+            elif self.unpad and bool(keep[:, 0].all()):
+                # Padding costs no matmul: token-wise layers see the real tokens only.
+                lengths = keep.sum(1)
+                layout.index = keep.flatten().nonzero().squeeze(1)
+                layout.first = lengths.cumsum(0) - lengths
+        if keep is not None:
+            mask = keep[:, None, None, :]
+
+        embedded = self.embeddings(input_ids, token_type_ids, position_ids)
+        rows, all_hidden, all_attentions = self.encoder(
+            layout.from_grid(embedded),
+            mask,
+            layout,
+            output_hidden_states,
+            output_attentions,
+            first_only,
         )
+        last = rows[:, None] if first_only else layout.to_grid(rows)
         pooled = self.pooler(last) if self.pooler is not None else None
         return BertModelOutput(last, pooled, all_hidden, all_attentions)
 
     @staticmethod
-    def _attention_mask(
+    def _keep_mask(
         attention_mask: torch.Tensor | None, input_ids: torch.Tensor
     ) -> torch.Tensor | None:
-        """(batch, 1, 1, length) boolean mask for SDPA (True = attend), or None."""
+        """``attention_mask`` as booleans (True = attend), checked against ``input_ids``."""
         if attention_mask is None:
             return None
         if not isinstance(attention_mask, torch.Tensor) or attention_mask.shape != input_ids.shape:
@@ -945,9 +1055,17 @@ class BertModel(BertPreTrainedModel):
                 "(1 = attend, 0 = padding), got "
                 f"{getattr(attention_mask, 'shape', type(attention_mask).__name__)}"
             )
-        keep = attention_mask.to(torch.bool)
-        # No padding: no mask, so SDPA takes its fastest kernel. Free to ask on the CPU;
-        # on accelerators the collator leaves the mask out when nothing is padded.
+        return attention_mask.to(torch.bool)
+
+    @staticmethod
+    def _attention_mask(
+        attention_mask: torch.Tensor | None, input_ids: torch.Tensor
+    ) -> torch.Tensor | None:
+        """(batch, 1, 1, length) boolean mask for SDPA (True = attend), or None when there
+        is no padding (checked on the CPU only, where it is free)."""
+        keep = BertModel._keep_mask(attention_mask, input_ids)
+        if keep is None:
+            return None
         if keep.device.type == "cpu" and not torch.compiler.is_compiling() and keep.all():
             return None
         return keep[:, None, None, :]
@@ -993,6 +1111,7 @@ class BertForSequenceClassification(BertPreTrainedModel):
             position_ids,
             output_hidden_states,
             output_attentions,
+            first_token_only=True,  # the classifier reads the pooled [CLS] state only
         )
         logits = self.classifier(self.dropout(out.pooler_output))
         loss = None if labels is None else self._label_loss(logits, labels, self.num_labels)
