@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import copy
+import subprocess
+import sys
+import zipfile
 
 import pytest
 import torch
@@ -185,6 +188,21 @@ def test_static_ptq_and_safe_save_load(tmp_path) -> None:
 
     assert any(t.dtype == torch.int8 for t in int8.graph.state_dict().values())
     assert nbytes(int8.graph) < 0.5 * nbytes(model)
+
+    # A deployment process that has imported nothing else loads and runs it (torchao's
+    # int8 ops must be registered by load itself), and the archive holds no example batch.
+    torch.save(x[:5], tmp_path / "x.pt")
+    script = (
+        "import sys, torch\n"
+        "from deepseek.quantization import load\n"
+        "x = torch.load(sys.argv[2], weights_only=True)\n"
+        "torch.save(load(sys.argv[1], compiled=False)(x), sys.argv[3])\n"
+    )
+    args = [path, tmp_path / "x.pt", tmp_path / "y.pt"]
+    subprocess.run([sys.executable, "-c", script, *map(str, args)], check=True, timeout=300)
+    assert torch.equal(torch.load(tmp_path / "y.pt", weights_only=True), int8(x[:5]))
+    with zipfile.ZipFile(path) as archive:
+        assert not any(archive.read(n) for n in archive.namelist() if "sample_inputs" in n)
 
 
 def test_compiled_int8_model_runs_int8_kernels() -> None:
