@@ -7,6 +7,7 @@ import contextlib
 import doctest
 import importlib
 import importlib.metadata
+import importlib.util
 import io
 import json
 import re
@@ -206,6 +207,13 @@ def test_missing_distribution_names_what_to_install(sub: str, distribution: str)
     with pytest.raises(ImportError) as from_import:
         exec(f"from deepseek import {sub}", {})  # the statement under test
     assert str(from_import.value) == expected
+
+    with pytest.raises(ImportError) as statement:
+        exec(f"import deepseek.{sub}", {})
+    assert str(statement.value) == expected
+
+    # Tools that probe for a module get the answer importlib documents: None.
+    assert importlib.util.find_spec(f"deepseek.{sub}") is None
 
     assert f"deepseek.{sub}" not in sys.modules
     assert sub not in vars(ds)  # a failure is not cached: installing later works

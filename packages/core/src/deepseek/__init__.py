@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.abc
+import importlib.util
 import pkgutil
 import sys
 from typing import Any
@@ -153,12 +154,25 @@ class _MissingDistributionFinder(importlib.abc.MetaPathFinder):
 
     def find_spec(self, fullname: str, path: Any = None, target: Any = None) -> None:
         prefix, _, sub = fullname.partition(".")
-        if prefix == __name__ and sub in OPTIONAL_SUBPACKAGES:
+        if prefix == __name__ and sub in OPTIONAL_SUBPACKAGES and not _probing():
             dist = OPTIONAL_SUBPACKAGES[sub]
             raise MissingDistributionError(
                 f"{fullname} needs the {dist} package: pip install {dist}", name=fullname
             )
         return None
+
+
+def _probing() -> bool:
+    """Whether ``importlib.util.find_spec`` asked (a tool checking for a module, which
+    expects None when it is absent) rather than an import statement (which gets the hint)."""
+    frame = sys._getframe(2)
+    for _ in range(4):  # find_spec <- importlib's _find_spec <- the asker
+        if frame is None:
+            return False
+        if frame.f_code is importlib.util.find_spec.__code__:
+            return True
+        frame = frame.f_back
+    return False
 
 
 if not any(type(f).__name__ == "_MissingDistributionFinder" for f in sys.meta_path):

@@ -30,6 +30,7 @@ sharded module is its own user module.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -88,11 +89,18 @@ def _rule_for(cls: type) -> Callable[[Any], nn.Module] | None:
 
 
 _builtin_done = False
+_compile_done = False
 
 
 def _register_builtin() -> None:
     """torch's wrappers, registered on first use (imports kept off ``import deepseek``)."""
-    global _builtin_done
+    global _builtin_done, _compile_done
+    # torch.compile's wrapper can exist only once dynamo is imported: look for it there
+    # instead of importing dynamo (seconds of start-up in every distributed worker).
+    eval_frame = sys.modules.get("torch._dynamo.eval_frame")
+    if not _compile_done and eval_frame is not None:
+        _WRAPPERS.setdefault(eval_frame.OptimizedModule, lambda w: w._orig_mod)
+        _compile_done = True
     if _builtin_done:
         return
     _builtin_done = True
@@ -100,12 +108,6 @@ def _register_builtin() -> None:
 
     _WRAPPERS.setdefault(DistributedDataParallel, lambda w: w.module)
     _WRAPPERS.setdefault(DataParallel, lambda w: w.module)
-    try:
-        from torch._dynamo.eval_frame import OptimizedModule
-
-        _WRAPPERS.setdefault(OptimizedModule, lambda w: w._orig_mod)
-    except ImportError:  # pragma: no cover - torch without dynamo
-        pass
     try:
         from torch.distributed.fsdp import FullyShardedDataParallel
 
