@@ -7,6 +7,7 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
 from deepseek.vision.transforms import (
@@ -63,6 +64,100 @@ def test_elastic_displacement_is_what_grid_sample_applies():
     out = t(coords, generator=seeded(5))
     inner = (slice(None), slice(4, -4), slice(4, -4), slice(4, -4))
     torch.testing.assert_close(out[inner], (coords + disp)[inner], atol=1e-3, rtol=0)
+
+
+def _padded_conv_smooth(field, sigma, mode):
+    """Reference: per axis, pad with ``mode`` and convolve with the sampled Gaussian."""
+    radius = max(1, math.ceil(3 * sigma))
+    x = torch.arange(-radius, radius + 1, dtype=field.dtype)
+    kernel = torch.exp(-0.5 * (x / sigma) ** 2)
+    kernel = kernel / kernel.sum()
+    for axis in range(2, field.dim()):
+        moved = field.movedim(axis, -1)
+        flat = moved.reshape(-1, 1, moved.shape[-1])
+        flat = torch.nn.functional.pad(flat, (radius, radius), mode=mode)
+        out = torch.nn.functional.conv1d(flat, kernel.view(1, 1, -1))
+        field = out.reshape(moved.shape).movedim(-1, axis)
+    return field
+
+
+@pytest.mark.parametrize(
+    ("shape", "sigma", "mode"),
+    [((9, 11, 13), 2.0, "reflect"), ((12, 10), 1.5, "reflect"), ((5, 20, 20), 2.0, "replicate")],
+)
+def test_gaussian_smoothing_equals_padded_convolution(shape, sigma, mode):
+    from deepseek.vision.transforms.spatial import gaussian_smooth
+
+    field = torch.rand(1, len(shape), *shape, generator=seeded(0))
+    torch.testing.assert_close(
+        gaussian_smooth(field, sigma), _padded_conv_smooth(field, sigma, mode), atol=1e-6, rtol=0
+    )
+
+
+@pytest.mark.parametrize(
+    ("coarse", "shape"), [((5, 6, 7), (33, 20, 41)), ((9, 4), (8, 30)), ((3, 3, 2), (1, 5, 9))]
+)
+def test_grid_upsampling_equals_interpolate(coarse, shape):
+    from deepseek.vision.transforms.spatial import _upsample_channels_last
+
+    field = torch.randn(1, len(shape), *coarse, generator=seeded(0))
+    mode = "trilinear" if len(shape) == 3 else "bilinear"
+    expected = torch.nn.functional.interpolate(field, size=shape, mode=mode, align_corners=True)
+    grid = _upsample_channels_last(field, shape)
+    assert grid.shape == (1, *shape, len(shape)) and grid.is_contiguous()
+    torch.testing.assert_close(grid, expected.movedim(1, -1), atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("shape", [(2, 40, 36, 32), (1, 33, 35, 37), (3, 256, 200)])
+@pytest.mark.parametrize("padding_mode", ["zeros", "border", "reflection"])
+@pytest.mark.parametrize("label_dtype", [torch.int64, torch.uint8])
+def test_resample_on_cpu_threads_equals_grid_sample(shape, padding_mode, label_dtype):
+    """The CPU path splits the image's grid (>= 2**15 voxels) into one batch element per
+    thread (fewer where the thread count does not divide the voxels) and gathers the label
+    by index: the same numbers as one grid_sample each."""
+    from deepseek.vision.transforms.spatial import resample
+
+    k = len(shape) - 1
+    image = torch.randn(shape, generator=seeded(0))
+    label = torch.randint(0, 5, (2, *shape[1:]), generator=seeded(1)).to(label_dtype)
+    grid = torch.rand(1, *shape[1:], k, generator=seeded(2)) * 2.4 - 1.2
+    label_padding = "zeros" if padding_mode == "zeros" else "border"
+    expected_image = F.grid_sample(
+        image[None], grid, padding_mode=padding_mode, align_corners=True
+    )[0]
+    expected_label = F.grid_sample(
+        label[None].float(), grid, mode="nearest", padding_mode=label_padding, align_corners=True
+    )[0].long()
+    threads = torch.get_num_threads()
+    try:
+        for n in (1, 2, 3):
+            torch.set_num_threads(n)
+            out, lab = resample(image, label, grid, padding_mode)
+            assert torch.equal(out, expected_image)
+            assert lab.dtype == label_dtype and torch.equal(lab.long(), expected_label)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_nearest_label_gather_sums_indices_in_int64_for_large_volumes(monkeypatch):
+    """Volumes of >= 2**24 voxels sum flat indices in int64 (float32 would round them);
+    the threshold is lowered here so that a small volume takes that path."""
+    from deepseek.vision.transforms import spatial
+
+    label = torch.randint(0, 9, (1, 30, 31, 32), generator=seeded(0))
+    grid = torch.rand(1, 30, 31, 32, 3, generator=seeded(1)) * 2.2 - 1.1
+    for zeros in (False, True):
+        expected = F.grid_sample(
+            label[None].float(),
+            grid,
+            mode="nearest",
+            padding_mode="zeros" if zeros else "border",
+            align_corners=True,
+        )[0].long()
+        monkeypatch.setattr(spatial, "_FLOAT32_EXACT_VOXELS", 0)
+        assert torch.equal(spatial._nearest_cpu(label, grid, zeros), expected)
+        monkeypatch.undo()
+        assert torch.equal(spatial._nearest_cpu(label, grid, zeros), expected)
 
 
 def test_random_transforms_are_reproducible_per_generator():

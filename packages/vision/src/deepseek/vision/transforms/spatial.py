@@ -1,7 +1,9 @@
 """Spatial transforms: elastic deformation, affine, flips, 90-degree rotations.
 
 All resample with ``torch.nn.functional.grid_sample`` on the tensor's device: images with
-(tri)linear interpolation, labels with nearest neighbour so label values never blend.
+(tri)linear interpolation, labels with nearest neighbour so label values never blend. On
+the CPU a single volume's ``grid_sample`` is split over torch's threads (torch runs one
+thread per batch element there).
 """
 
 from __future__ import annotations
@@ -31,6 +33,9 @@ __all__ = [
 ]
 
 PADDING_MODES = ("zeros", "border", "reflection")
+# Flat voxel indices summed in float32 are exact below 2**24 (a 256^3 volume); larger
+# volumes sum them in int64.
+_FLOAT32_EXACT_VOXELS = 1 << 24
 
 
 def identity_grid(shape: Sequence[int], device: torch.device, dtype: torch.dtype) -> torch.Tensor:
@@ -41,31 +46,92 @@ def identity_grid(shape: Sequence[int], device: torch.device, dtype: torch.dtype
     return F.affine_grid(theta, [1, 1, *shape], align_corners=True)
 
 
+def _sample(inp: torch.Tensor, grid: torch.Tensor, mode: str, padding_mode: str) -> torch.Tensor:
+    """``F.grid_sample(inp, grid, align_corners=True)`` for one volume ``(1, C, *spatial)``.
+
+    On the CPU, torch's ``grid_sample`` runs one thread per batch element, so a single
+    volume would use one core however many torch has. The voxels of the grid are split
+    into ``n`` equal batch elements, each sampling the same (expanded, not copied) input:
+    the same numbers, computed on ``n`` threads.
+    """
+    voxels = grid[0, ..., 0].numel()
+    n = torch.get_num_threads() if inp.device.type == "cpu" and voxels >= 1 << 15 else 1
+    while voxels % n:  # the largest thread count that divides the voxels evenly
+        n -= 1
+    if n == 1:
+        return F.grid_sample(inp, grid, mode=mode, padding_mode=padding_mode, align_corners=True)
+    k = grid.shape[-1]
+    channels = inp.shape[1]
+    split = grid.reshape(n, *([1] * (k - 1)), voxels // n, k)
+    out = F.grid_sample(
+        inp.expand(n, *inp.shape[1:]),
+        split,
+        mode=mode,
+        padding_mode=padding_mode,
+        align_corners=True,
+    )
+    out = out.reshape(n, channels, voxels // n).transpose(0, 1)
+    return out.reshape(1, channels, *grid.shape[1:-1])
+
+
 def resample(
     image: torch.Tensor,
     label: torch.Tensor | None,
     grid: torch.Tensor,
     padding_mode: str = "zeros",
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Sample the channel-first ``image`` (linear) and ``label`` (nearest) at ``grid``."""
+    """Sample the channel-first ``image`` (linear) and ``label`` (nearest) at ``grid``
+    (``(1, *out_spatial, k)``, ``grid_sample``'s normalised coordinates, aligned corners).
+
+    ``padding_mode`` is the image's; the label is padded with 0 for ``"zeros"`` and with its
+    border otherwise. The results equal ``F.grid_sample`` on each (tested), computed on all
+    of torch's CPU threads.
+
+    >>> import torch
+    >>> image, label = torch.arange(4.0).view(1, 2, 2), torch.tensor([[[0, 1], [2, 3]]])
+    >>> identity = identity_grid((2, 2), torch.device("cpu"), torch.float32)
+    >>> out, lab = resample(image, label, identity)
+    >>> torch.equal(out, image), torch.equal(lab, label)
+    (True, True)
+    """
     dtype = image.dtype if image.is_floating_point() else torch.float32
-    out = F.grid_sample(
-        image.unsqueeze(0).to(dtype),
-        grid.to(dtype),
-        mode="bilinear",
-        padding_mode=padding_mode,
-        align_corners=True,
-    )[0].to(image.dtype)
+    out = _sample(image.unsqueeze(0).to(dtype), grid.to(dtype), "bilinear", padding_mode)
+    out = out[0].to(image.dtype)
     if label is None:
         return out, None
-    lab = F.grid_sample(
-        label.unsqueeze(0).to(grid.dtype),
-        grid,
-        mode="nearest",
-        padding_mode="zeros" if padding_mode == "zeros" else "border",
-        align_corners=True,
-    )[0]
+    if label.device.type == "cpu":
+        return out, _nearest_cpu(label, grid, zeros=padding_mode == "zeros")
+    label_padding = "zeros" if padding_mode == "zeros" else "border"
+    lab = _sample(label.unsqueeze(0).to(grid.dtype), grid, "nearest", label_padding)[0]
     return out, lab.to(label.dtype)
+
+
+def _nearest_cpu(label: torch.Tensor, grid: torch.Tensor, zeros: bool) -> torch.Tensor:
+    """``F.grid_sample(label, grid, mode="nearest", align_corners=True)`` with padding
+    ``"zeros"`` or ``"border"``, as an index gather in the label's own dtype: the same
+    source coordinates rounded the same way (half to even), but vectorised and threaded,
+    with no float copy of the label (torch's 3-D CPU kernel is a scalar loop per voxel).
+    """
+    spatial = label.shape[1:]
+    k = len(spatial)
+    exact = math.prod(spatial) < _FLOAT32_EXACT_VOXELS
+    flat = outside = None
+    stride = 1
+    for axis in range(k):  # grid's last axis is x, y[, z]: the spatial axes reversed
+        size = spatial[k - 1 - axis]
+        # grid_sample's unnormalisation with aligned corners, ((g + 1) / 2) * (size - 1).
+        u = grid[0, ..., axis].add(1).div_(2).mul_(size - 1).round_()
+        if zeros:
+            beyond = (u < 0).logical_or_(u > size - 1)
+            outside = beyond if outside is None else outside.logical_or_(beyond)
+        u = u.clamp_(0, size - 1) if exact else u.clamp_(0, size - 1).to(torch.int64)
+        flat = u if flat is None else flat.add_(u, alpha=stride)
+        stride *= size
+    index = flat.to(torch.int64).reshape(-1)
+    channels = label.shape[0]
+    out = label.reshape(channels, -1).index_select(1, index)
+    out = out.reshape(channels, *grid.shape[1:-1])
+    return out.masked_fill_(outside, 0) if outside is not None else out
 
 
 def _gaussian_kernel(sigma: float, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
@@ -75,51 +141,62 @@ def _gaussian_kernel(sigma: float, device: torch.device, dtype: torch.dtype) -> 
     return k / k.sum()
 
 
+def _smoothing_matrix(n: int, kernel: torch.Tensor, reflect: bool) -> torch.Tensor:
+    """``(n, n)`` matrix of 1-D convolution with ``kernel`` over ``n`` samples padded by
+    reflection (``F.pad``'s "reflect": the edge sample is not repeated) or replication."""
+    r = kernel.numel() // 2
+    src = torch.arange(n, device=kernel.device).view(n, 1) + torch.arange(
+        -r, r + 1, device=kernel.device
+    )
+    if reflect:
+        src = torch.where(src < 0, -src, src)
+        src = torch.where(src > n - 1, 2 * (n - 1) - src, src)
+    else:
+        src = src.clamp(0, n - 1)
+    m = torch.zeros(n, n, device=kernel.device, dtype=kernel.dtype)
+    return m.scatter_add_(1, src, kernel.expand(n, -1).contiguous())
+
+
 def gaussian_smooth(field: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Separable Gaussian smoothing of ``(N, C, *spatial)`` per channel (reflect padding)."""
+    """Separable Gaussian smoothing of ``(N, C, *spatial)`` per channel (reflect padding,
+    or replicate where an axis is not longer than the kernel's radius)."""
     if sigma <= 0:
         return field
     k = len(field.shape) - 2
     kernel = _gaussian_kernel(sigma, field.device, field.dtype)
-    channels = field.shape[1]
-    conv = F.conv3d if k == 3 else F.conv2d
-    for axis in range(k):
-        shape = [1] * k
-        shape[axis] = kernel.numel()
-        weight = kernel.view(1, 1, *shape).repeat(channels, 1, *([1] * k))
-        pad = [0, 0] * k
-        r = kernel.numel() // 2
-        pad[2 * (k - 1 - axis)] = pad[2 * (k - 1 - axis) + 1] = r
-        mode = "reflect" if all(s > r for s in field.shape[2:]) else "replicate"
-        field = conv(F.pad(field, pad, mode=mode), weight, groups=channels)
+    r = kernel.numel() // 2
+    reflect = all(s > r for s in field.shape[2:])
+    # One small (n, n) matrix per axis, padding folded in: on these coarse grids a matmul
+    # beats a grouped 1-D convolution (and its padded copy) several times over.
+    for axis in range(2, k + 2):
+        m = _smoothing_matrix(field.shape[axis], kernel, reflect)
+        field = (field.movedim(axis, -1) @ m.T).movedim(-1, axis)
     return field
 
 
-def _linear_matrix(out: int, inp: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-    """``(out, inp)`` weights of 1-D linear interpolation with aligned corners."""
-    pos = torch.arange(out, device=device, dtype=torch.float64) * (inp - 1) / max(out - 1, 1)
-    lo = pos.floor().long().clamp(max=max(inp - 2, 0))
-    frac = pos - lo
-    m = torch.zeros(out, inp, device=device, dtype=torch.float64)
-    rows = torch.arange(out, device=device)
-    m[rows, lo] = 1 - frac
-    if inp > 1:
-        m[rows, lo + 1] += frac
-    return m.to(dtype)
+def _lerp_axis(x: torch.Tensor, size: int) -> torch.Tensor:
+    """``(B, L, C)`` -> ``(B, size, C)``: linear interpolation with aligned corners along
+    the middle axis, with the ``C`` values of a sample contiguous. Run as a channels-last
+    2-D ``F.interpolate`` (``(B, C, 1, L)``): its kernel streams over ``C``, which is large
+    here (a whole plane of the grid), instead of gathering one value at a time."""
+    x = x.contiguous().permute(0, 2, 1).unsqueeze(2)
+    out = F.interpolate(x, size=(1, size), mode="bilinear", align_corners=True)
+    return out.squeeze(2).permute(0, 2, 1).contiguous()
 
 
 def _upsample_channels_last(field: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
     """``(1, k, *coarse)`` -> ``(1, *shape, k)``: (bi/tri)linear upsampling with aligned
-    corners, as ``F.interpolate`` computes it, written directly in channel-last order."""
-    mats = [_linear_matrix(s, c, field.device, field.dtype) for s, c in zip(shape, field.shape[2:])]
-    if len(shape) == 3:
-        out = torch.einsum("cijk,wk->cijw", field[0], mats[2])
-        out = torch.einsum("cijw,hj->cihw", out, mats[1])
-        out = torch.einsum("cihw,di->dhwc", out, mats[0])
-    else:
-        out = torch.einsum("cij,wj->ciw", field[0], mats[1])
-        out = torch.einsum("ciw,hi->hwc", out, mats[0])
-    return out.contiguous().unsqueeze(0)
+    corners, as ``F.interpolate`` computes it, written directly in channel-last order
+    (grid_sample's layout), one axis at a time from the last (the separable form costs
+    two taps per output and axis)."""
+    coarse = field.shape[2:]
+    k = len(shape)
+    x = field[0].movedim(0, -1)  # (*coarse, k)
+    for axis in reversed(range(k)):
+        batch = math.prod(coarse[:axis])
+        inner = math.prod(shape[axis + 1 :]) * k
+        x = _lerp_axis(x.reshape(batch, coarse[axis], inner), shape[axis])
+    return x.reshape(1, *shape, k)
 
 
 class RandomElasticDeformation(RandomTransform):
@@ -131,6 +208,12 @@ class RandomElasticDeformation(RandomTransform):
     applied with one ``grid_sample``. ``alpha`` is the displacement magnitude (MONAI's
     ``magnitude_range``; here it is the peak displacement in voxels), ``sigma`` the
     smoothness (MONAI's ``sigma_range``); numbers or ``(low, high)`` ranges drawn per call.
+
+    Cost: everything before the sampling works on the coarse grid (the Gaussian is one small
+    matrix per axis, reflection padding folded in) or is one streaming pass per axis (the
+    separable upsampling, written directly in ``grid_sample``'s channel-last layout), so the
+    two ``grid_sample`` calls (image: bilinear; label: nearest) are most of the time; on the
+    CPU each is split over torch's threads (see :func:`resample`).
 
     Args:
         alpha: displacement magnitude in voxels, or a range.
