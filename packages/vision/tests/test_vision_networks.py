@@ -71,6 +71,54 @@ def test_network_round_trips_through_a_checkpoint(name, tmp_path):
         torch.testing.assert_close(fresh(x), net(x))
 
 
+def rebuild(net: torch.nn.Module, norm: str) -> torch.nn.Module:
+    """A U-Net / U-Net++ of ``net``'s configuration with the given norm."""
+    extra = {"deep_supervision": net.deep_supervision} if hasattr(net, "deep_supervision") else {}
+    return type(net)(
+        net.spatial_dims, net.in_channels, net.out_channels, net.features, norm=norm, **extra
+    )
+
+
+@pytest.mark.parametrize("name", ["unet3d", "unet2d", "unetpp3d", "unetpp2d_ds"])
+@pytest.mark.parametrize("norm", ["instance", "batch"])
+def test_channels_last_models_compute_the_same_and_share_checkpoints(name, norm, tmp_path):
+    """The documented channels-last path (``model.to(memory_format=...)`` and the input
+    likewise): same outputs and gradients as contiguous, and checkpoints saved in either
+    format load into a model in the other."""
+    torch.manual_seed(0)
+    net, x = build(name)
+    net = rebuild(net, norm)
+    fmt = torch.channels_last_3d if x.dim() == 5 else torch.channels_last
+    fast = rebuild(net, norm)
+    fast.load_state_dict(net.state_dict())
+    fast.to(memory_format=fmt)
+    assert fast.encoder[0][0].weight.is_contiguous(memory_format=fmt)
+    heads, fast_heads = net(x), fast(x.to(memory_format=fmt))
+    heads = heads if isinstance(heads, list) else [heads]
+    fast_heads = fast_heads if isinstance(fast_heads, list) else [fast_heads]
+    for h, f in zip(heads, fast_heads, strict=True):
+        torch.testing.assert_close(f, h, rtol=1e-4, atol=1e-5)
+    loss_of(heads).backward()
+    loss_of(fast_heads).backward()
+    for (n, p), q in zip(net.named_parameters(), fast.parameters(), strict=True):
+        torch.testing.assert_close(q.grad, p.grad, rtol=1e-3, atol=1e-5, msg=n)
+    # Checkpoints: channels-last -> contiguous and contiguous -> channels-last.
+    net.eval(), fast.eval()
+    saved_fast = save_checkpoint(tmp_path / "fast", fast.state_dict())
+    saved_plain = save_checkpoint(tmp_path / "plain", net.state_dict())
+    plain_copy = rebuild(net, norm).eval()
+    fast_copy = rebuild(net, norm).to(memory_format=fmt).eval()
+    load_weights(plain_copy, saved_fast)
+    load_weights(fast_copy, saved_plain)
+    assert fast_copy.encoder[0][0].weight.is_contiguous(memory_format=fmt)
+    with torch.no_grad():
+        expected = net(x)
+        torch.testing.assert_close(plain_copy(x), expected)
+        torch.testing.assert_close(
+            fast_copy(x.to(memory_format=fmt)), expected, rtol=1e-4, atol=1e-5
+        )
+
+
 @pytest.mark.parametrize("name", NETS)
 def test_activation_checkpointing_detects_blocks_and_keeps_gradients(name):
     torch.manual_seed(0)

@@ -110,16 +110,18 @@ def test_grid_upsampling_equals_interpolate(coarse, shape):
 
 @pytest.mark.parametrize("shape", [(2, 40, 36, 32), (1, 33, 35, 37), (3, 256, 200)])
 @pytest.mark.parametrize("padding_mode", ["zeros", "border", "reflection"])
-@pytest.mark.parametrize("label_dtype", [torch.int64, torch.uint8])
-def test_resample_on_cpu_threads_equals_grid_sample(shape, padding_mode, label_dtype):
+@pytest.mark.parametrize(
+    ("label_dtype", "classes"), [(torch.int64, 5), (torch.uint8, 5), (torch.int64, 1000)]
+)
+def test_resample_on_cpu_threads_equals_grid_sample(shape, padding_mode, label_dtype, classes):
     """The CPU path splits the image's grid (>= 2**15 voxels) into one batch element per
     thread (fewer where the thread count does not divide the voxels) and gathers the label
-    by index: the same numbers as one grid_sample each."""
+    by index (as bytes when its values fit): the same numbers as one grid_sample each."""
     from deepseek.vision.transforms.spatial import resample
 
     k = len(shape) - 1
     image = torch.randn(shape, generator=seeded(0))
-    label = torch.randint(0, 5, (2, *shape[1:]), generator=seeded(1)).to(label_dtype)
+    label = torch.randint(0, classes, (2, *shape[1:]), generator=seeded(1)).to(label_dtype)
     grid = torch.rand(1, *shape[1:], k, generator=seeded(2)) * 2.4 - 1.2
     label_padding = "zeros" if padding_mode == "zeros" else "border"
     expected_image = F.grid_sample(

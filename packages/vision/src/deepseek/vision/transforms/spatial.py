@@ -36,6 +36,7 @@ PADDING_MODES = ("zeros", "border", "reflection")
 # Flat voxel indices summed in float32 are exact below 2**24 (a 256^3 volume); larger
 # volumes sum them in int64.
 _FLOAT32_EXACT_VOXELS = 1 << 24
+_WIDE_INTS = (torch.int16, torch.int32, torch.int64)
 
 
 def identity_grid(shape: Sequence[int], device: torch.device, dtype: torch.dtype) -> torch.Tensor:
@@ -100,7 +101,13 @@ def resample(
     if label is None:
         return out, None
     if label.device.type == "cpu":
-        return out, _nearest_cpu(label, grid, zeros=padding_mode == "zeros")
+        zeros = padding_mode == "zeros"
+        if label.dtype in _WIDE_INTS and label.numel() >= 1 << 15:
+            # The gather is memory-bound: move class indices as bytes when they fit.
+            low, high = label.aminmax()
+            if low >= 0 and high <= 255:
+                return out, _nearest_cpu(label.to(torch.uint8), grid, zeros).to(label.dtype)
+        return out, _nearest_cpu(label, grid, zeros)
     label_padding = "zeros" if padding_mode == "zeros" else "border"
     lab = _sample(label.unsqueeze(0).to(grid.dtype), grid, "nearest", label_padding)[0]
     return out, lab.to(label.dtype)
