@@ -8,6 +8,7 @@ thread per batch element there).
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 
@@ -45,6 +46,14 @@ def identity_grid(shape: Sequence[int], device: torch.device, dtype: torch.dtype
     k = len(shape)
     theta = torch.eye(k, k + 1, device=device, dtype=dtype).unsqueeze(0)
     return F.affine_grid(theta, [1, 1, *shape], align_corners=True)
+
+
+@functools.lru_cache(maxsize=16)
+def _coarse_identity(
+    shape: tuple[int, ...], device: torch.device, dtype: torch.dtype
+) -> torch.Tensor:
+    """``identity_grid`` as ``(1, k, *shape)``, cached per shape (never modified in place)."""
+    return identity_grid(shape, device, dtype).movedim(-1, 1)
 
 
 def _sample(inp: torch.Tensor, grid: torch.Tensor, mode: str, padding_mode: str) -> torch.Tensor:
@@ -291,7 +300,7 @@ class RandomElasticDeformation(RandomTransform):
         # The identity is linear in the position, so it can be added on the coarse grid;
         # one separable linear upsampling (a small matrix per axis, applied with einsum
         # straight into grid_sample's channel-last layout) then yields the sampling grid.
-        identity = identity_grid(coarse, image.device, field.dtype).movedim(-1, 1)
+        identity = _coarse_identity(tuple(coarse), image.device, field.dtype)
         grid = _upsample_channels_last(identity + field, shape)
         return resample(image, label, grid, self.padding_mode)
 
