@@ -4,8 +4,9 @@ scipy implementation (and MONAI's Rand3DElastic when installed).
 Question: how fast is ``deepseek.vision.transforms.RandomElasticDeformation`` (noise on a
 coarse control grid, separable Gaussian smoothing there, the sampling grid upsampled axis
 by axis straight into ``grid_sample``'s layout, one bilinear ``grid_sample`` for the image
-and one nearest-neighbour ``grid_sample`` for the label, each split over torch's threads)?
-Target: >= 5x faster than the scipy reference.
+split over torch's threads, the label gathered by nearest-neighbour index)?
+Target: >= 5x faster than the scipy reference. Run it with ``--threads 1`` too: scipy uses
+one core, and on a busy machine 2 OpenMP threads can be slower than 1.
 
 Reference ("classic", as in most medical-imaging code before GPU pipelines): a uniform
 random displacement per voxel and axis, ``scipy.ndimage.gaussian_filter`` on each full
