@@ -59,6 +59,7 @@ def run(rank: int, world: int, port: int, check: str) -> None:
     )
     try:
         {"clipping": check_clipping, "optimizer_state": check_optimizer_state}[check](rank, world)
+        dist.barrier()  # both ranks done before gloo is torn down (see moe_ep_worker)
     finally:
         dist.destroy_process_group()
 

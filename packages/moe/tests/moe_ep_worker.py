@@ -18,6 +18,9 @@ def layer_worker(rank: int, world: int, port: int, cases: list[dict]) -> None:
     try:
         for options in cases:  # one process group for all cases: spawning is the slow part
             check_layer(rank, world, options)
+        # Both ranks done before either tears gloo down: a rank still in its last
+        # collective when the peer closes the connection aborts (std::terminate).
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 
