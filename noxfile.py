@@ -21,7 +21,7 @@ _FIRST_PARTY = runpy.run_path(str(ROOT / "packages/core/src/deepseek/_first_part
 PACKAGES: dict[str, list[str]] = {
     d.distribution.removeprefix("deepseek-"): [] for d in _FIRST_PARTY["FIRST_PARTY"]
 }
-PYTEST = ("pytest", "-q", "-p", "no:cacheprovider")
+PYTEST = ("pytest", "-q", "-p", "no:cacheprovider", "--durations=5")  # slowest 5 in the log
 # One torch thread per process: the multi-process tests start 2-4 processes on the 2-core CI
 # machine, where torch's default (a thread per core each) oversubscribes it.
 TEST_ENV = {"OMP_NUM_THREADS": "1"}
