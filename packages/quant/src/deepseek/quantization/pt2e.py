@@ -47,6 +47,13 @@ def _torchao():
     return pt2e, flow, QuantizationSpec, x86
 
 
+def _make_mode_switchable(graph: torch.fx.GraphModule) -> None:
+    """Let ``graph.train()`` / ``graph.eval()`` switch an exported graph's dropout and
+    batch-norm ops, which export otherwise freezes in one mode (torchao's hook for it)."""
+    allow = _torchao()[0].allow_exported_model_train_eval
+    allow(graph)
+
+
 def _quantizer(config: QuantConfig, model: nn.Module, *, is_qat: bool):
     pt2e, _, QuantizationSpec, x86 = _torchao()
     extra: dict[str, Any] = {"eps": 2**-12}
@@ -173,7 +180,7 @@ class QuantizedModel(nn.Module):
         """Export the float model with these inputs' shapes and insert fake quantization."""
         if self.quantized is not None:
             return self
-        pt2e, flow, _, _ = _torchao()
+        _, flow, _, _ = _torchao()
         examples, shapes = _example_for(example_inputs)
         training = self.float_model.training
         try:
@@ -205,7 +212,7 @@ class QuantizedModel(nn.Module):
                     "as a single nn.ReLU reused in a block): give each call its own module, "
                     "or skip that part with QuantConfig(skip=...)"
                 ) from exc
-        pt2e.allow_exported_model_train_eval(graph)
+        _make_mode_switchable(graph)
         graph.train(self.training) if self.is_qat else graph.eval()
         self.quantized = graph
         first = next(a for a in examples if isinstance(a, torch.Tensor))
@@ -402,13 +409,13 @@ def convert(quant_model: nn.Module, *, compiled: bool = True) -> Int8Model:
             f"the real int8 export needs 8-bit weights and activations; this model uses "
             f"weight_bits={c.weight_bits}, activation_bits={c.activation_bits} (fake quant only)"
         )
-    pt2e, flow, _, _ = _torchao()
+    _, flow, _, _ = _torchao()
     graph = copy.deepcopy(quant_model.quantized)
     graph.eval()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         converted = flow.convert_pt2e(graph, fold_quantize=True)
-    pt2e.allow_exported_model_train_eval(converted)  # export() and the Trainer call eval()
+    _make_mode_switchable(converted)  # export() and the Trainer switch modes
     _drop_unused_tensors(converted)
     return Int8Model(converted, compiled=compiled)
 
