@@ -264,19 +264,13 @@ def init_process_group(
         kwargs.update(store=dist.HashStore(), rank=0, world_size=1)
         dist.init_process_group(name, **kwargs)
         return name
-    if not (os.environ.get("RANK") or os.environ.get("WORLD_SIZE")):  # SLURM, no torchrun
-        kwargs.update(init_method=f"tcp://{env.master_addr}:{env.master_port}")
-        kwargs.update(rank=env.rank, world_size=env.world_size)
-    elif (
-        env.rank == 0
-        and os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"
-        and not _listening(env.master_addr, env.master_port)
-    ):
-        # torchrun: env:// joins the elastic agent's store at MASTER_ADDR:MASTER_PORT. A
-        # script that sets MASTER_PORT itself (the seed's snippet does) points elsewhere:
-        # then rank 0 hosts the store there, as without torchrun, instead of waiting forever.
-        os.environ["TORCHELASTIC_USE_AGENT_STORE"] = "False"
     try:
+        if not (os.environ.get("RANK") or os.environ.get("WORLD_SIZE")):  # SLURM, no torchrun
+            kwargs.update(init_method=f"tcp://{env.master_addr}:{env.master_port}")
+            kwargs.update(rank=env.rank, world_size=env.world_size)
+        elif os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True":
+            kwargs.update(store=_attempt_store(env, kwargs["timeout"]))
+            kwargs.update(rank=env.rank, world_size=env.world_size)
         dist.init_process_group(name, **kwargs)
     except (RuntimeError, dist.DistError) as exc:
         raise RuntimeError(
@@ -286,6 +280,32 @@ def init_process_group(
             f"another MASTER_ADDR/MASTER_PORT). Cause: {exc}"
         ) from exc
     return name
+
+
+def _attempt_store(env: LaunchEnv, timeout: datetime.timedelta) -> dist.Store:
+    """The store of this restart attempt under torchrun's elastic agent.
+
+    The agent keeps one TCPStore server for the whole job and hands the same port to every
+    restart, so the keys of a killed attempt (gloo's peer addresses among them) are still
+    there: a new rank that reads its peer's stale address waits forever to connect to a
+    dead process. A prefix per attempt (``TORCHELASTIC_RESTART_COUNT``) keeps each attempt
+    to its own keys, on every rank alike.
+
+    A script that sets ``MASTER_PORT`` itself (the seed's snippet does) points where no
+    agent listens: then rank 0 hosts the store there, as without torchrun, instead of
+    waiting forever.
+    """
+    host = env.rank == 0 and not _listening(env.master_addr, env.master_port)
+    store = dist.TCPStore(
+        env.master_addr,
+        env.master_port,
+        env.world_size,
+        is_master=host,
+        timeout=timeout,
+        multi_tenant=host,
+    )
+    attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+    return dist.PrefixStore(f"deepseek/attempt_{attempt}/", store)
 
 
 def _listening(host: str, port: int) -> bool:
