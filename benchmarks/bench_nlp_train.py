@@ -14,7 +14,8 @@ above the core count).
 Batches are "padded" as real ones are: the first sequence is 128 tokens, the others
 64..128 (the padding a dynamic collator leaves); batch 1 has no padding. The
 ``ours, padded path`` rows switch deepseek.nlp's unpadding off (``model.bert.unpad =
-False``), to show what it is worth.
+False``), to show what it is worth; the ``ours, pack_for_inference()`` rows run a copy
+of ours whose Linear weights MKL packed once (``model.pack_for_inference()``).
 
     python benchmarks/bench_nlp_train.py            # full run (about 10 min on 2 cores)
     python benchmarks/bench_nlp_train.py --quick    # 3 rounds per case
@@ -24,6 +25,7 @@ False``), to show what it is worth.
 from __future__ import annotations
 
 import argparse
+import copy
 import os
 import platform
 import statistics
@@ -151,6 +153,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     ours, theirs = build(**(SMALL if args.small else {}))
+    packed = copy.deepcopy(ours).eval().pack_for_inference()
     header_before = machine_header()
     base = 3 if args.quick else (args.rounds or 0)
     cases = [  # name, step class, inputs, samples, rounds
@@ -172,12 +175,17 @@ def main() -> None:
         padded = bool((inputs["attention_mask"] == 0).any())
         if padded and not args.no_ablation:
             steps["ours_padded"] = _Unpadding(step_cls(ours, inputs), ours, unpad=False)
+        if step_cls is InferStep:
+            steps["ours_packed"] = step_cls(packed, inputs)
         seconds = round_robin(steps, rounds)
         ref = seconds["theirs"]
         rows.append((name, size / seconds["ours"], size / ref, ref / seconds["ours"], rounds))
         if "ours_padded" in seconds:
             s = seconds["ours_padded"]
             rows.append(("  ours, padded path (unpad off)", size / s, size / ref, ref / s, rounds))
+        if "ours_packed" in seconds:
+            s = seconds["ours_packed"]
+            rows.append(("  ours, pack_for_inference()", size / s, size / ref, ref / s, rounds))
         print(f"done: {name} ({time.perf_counter() - started:.0f} s)", flush=True)
     size = "4-layer, 256-wide BERT" if args.small else "bert-base"
     print(f"\n{size} (vocab 21128), BertForSequenceClassification, fp32, CPU")

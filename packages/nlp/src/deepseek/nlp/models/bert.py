@@ -26,6 +26,8 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import warnings
+import weakref
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import partial
@@ -441,6 +443,74 @@ class BertEmbeddings(nn.Module):
         return self.dropout(self.LayerNorm(embeddings))
 
 
+# -- MKL-packed weights for CPU inference ------------------------------------------------
+# MKL's sgemm repacks the weight matrix on every call; for the short GEMMs of inference
+# (batch 1: 128 rows) that is 15-20% of the time. pack_for_inference() packs each weight
+# once (inductor's CPU freezing does the same). The layout depends on the row count it is
+# packed for: packed for 128 rows it pays from 1 to ~512 rows and not for thousands
+# (measured on AVX-512 Xeon: 1.45x at 8 rows, 1.16x at 128, 1.05x at 512, 0.96x at 3000).
+PACK_ROWS = 128
+PACKED_MAX_ROWS = 1024
+
+
+@dataclass(frozen=True)
+class _PackedWeight:
+    """A ``Linear`` weight in MKL's packed layout, and the weight tensor it was made from."""
+
+    packed: torch.Tensor
+    data_ptr: int
+    version: int
+
+    def matches(self, weight: torch.Tensor) -> bool:
+        # An optimizer step, load_state_dict or init changes _version; .to() the pointer.
+        return weight.data_ptr() == self.data_ptr and weight._version == self.version
+
+
+# layer -> its packed weight; weak keys, so a packed layer holds no extra state: its
+# state_dict, deepcopy and pickling are untouched, and the pack dies with the layer.
+_PACKED: weakref.WeakKeyDictionary[nn.Linear, _PackedWeight] = weakref.WeakKeyDictionary()
+
+
+def mkl_packing_available() -> bool:
+    """Whether this torch build has MKL's packed GEMM (x86 builds do; ARM ones do not)."""
+    if not torch.backends.mkl.is_available():
+        return False
+    try:
+        return bool(torch.ops.mkl._mkl_linear and torch.ops.mkl._mkl_reorder_linear_weight)
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def _pack(layer: nn.Linear) -> bool:
+    weight = layer.weight
+    if weight.device.type != "cpu" or weight.dtype != torch.float32 or weight.dim() != 2:
+        return False
+    with torch.no_grad():
+        packed = torch.ops.mkl._mkl_reorder_linear_weight(weight.detach(), PACK_ROWS)
+    _PACKED[layer] = _PackedWeight(packed, weight.data_ptr(), weight._version)
+    return True
+
+
+def linear(layer: nn.Linear, x: torch.Tensor) -> torch.Tensor:
+    """``layer(x)``; through the weight MKL packed for it when ``pack_for_inference()``
+    packed ``layer``, autograd and autocast are off, and the weight is still the one packed
+    (the same numbers as ``F.linear``; anything else takes ``layer(x)``)."""
+    if not torch.compiler.is_compiling() and not torch.is_grad_enabled():
+        packed = _PACKED.get(layer)
+        rows = x.numel() // x.shape[-1] if x.dim() else 0
+        if (
+            packed is not None
+            and 0 < rows <= PACKED_MAX_ROWS
+            and x.device.type == "cpu"
+            and x.dtype == torch.float32
+            and packed.matches(layer.weight)
+            and not (layer._forward_hooks or layer._forward_pre_hooks)
+            and not torch.is_autocast_enabled("cpu")
+        ):
+            return torch.ops.mkl._mkl_linear(x, packed.packed, layer.weight, layer.bias, rows)
+    return layer(x)
+
+
 @dataclass
 class TokenLayout:
     """Where the rows of the encoder's flat ``(tokens, hidden)`` activations sit in the
@@ -515,10 +585,10 @@ class BertSelfAttention(nn.Module):
             return x.view(batch, x.shape[1], self.num_heads, -1).transpose(1, 2)
 
         queries = layout.first_rows(hidden_states) if first_only else hidden_states
-        q = self.query(queries)
+        q = linear(self.query, queries)
         q = heads(q[:, None] if first_only else layout.to_grid(q))
-        k = heads(layout.to_grid(self.key(hidden_states)))
-        v = heads(layout.to_grid(self.value(hidden_states)))
+        k = heads(layout.to_grid(linear(self.key, hidden_states)))
+        v = heads(layout.to_grid(linear(self.value, hidden_states)))
         dropout_p = self.dropout_p if self.training else 0.0
         probs = None
         if output_attentions:
@@ -544,7 +614,7 @@ class BertResidualOutput(nn.Module):
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
     def forward(self, hidden_states: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
-        return self.LayerNorm(self.dropout(self.dense(hidden_states)) + residual)
+        return self.LayerNorm(self.dropout(linear(self.dense, hidden_states)) + residual)
 
 
 class BertAttention(nn.Module):
@@ -573,7 +643,7 @@ class BertIntermediate(nn.Module):
         self.activation = ACTIVATIONS[config.hidden_act]
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        return self.activation(self.dense(hidden_states))
+        return self.activation(linear(self.dense, hidden_states))
 
 
 class BertLayer(nn.Module):
@@ -639,7 +709,7 @@ class BertPooler(nn.Module):
         self.dense = nn.Linear(config.hidden_size, config.hidden_size)
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        return torch.tanh(self.dense(hidden_states[:, 0]))
+        return torch.tanh(linear(self.dense, hidden_states[:, 0]))
 
 
 # -- shared base: init, loading, saving ---------------------------------------------------
@@ -698,6 +768,59 @@ class BertPreTrainedModel(nn.Module):
         for module in self.modules():
             if isinstance(module, BertEncoder):
                 module.gradient_checkpointing = False
+
+    def pack_for_inference(self: M) -> M:
+        """Pack the encoder's and pooler's ``Linear`` weights in MKL's GEMM layout for
+        CPU inference; returns ``self``.
+
+        Forward passes without autograd (``torch.no_grad()``, ``torch.inference_mode()``)
+        then skip the repacking MKL does on every call: about 1.2x faster at batch 1, with
+        the same outputs. The packed copy costs as much memory as those weights again.
+        Training is unaffected: with autograd on, after ``train()`` (which drops the
+        packs), or once a weight changes (optimizer step, ``load_state_dict``, ``.to()``),
+        the layer computes as before; call this again when training is over. A write
+        through ``weight.data`` is invisible to the check: call it again after one. Where
+        the torch build has no MKL (ARM) or the weights are not fp32 on the CPU, nothing
+        is packed and a warning says why.
+
+        >>> import torch
+        >>> model = BertModel(BertConfig.from_preset("bert-tiny")).eval()
+        >>> ids = torch.randint(0, 30522, (1, 16))
+        >>> with torch.no_grad():
+        ...     before = model(ids).last_hidden_state
+        ...     after = model.pack_for_inference()(ids).last_hidden_state
+        >>> torch.allclose(before, after, atol=1e-5)
+        True
+        """
+        if not mkl_packing_available():
+            warnings.warn(
+                "pack_for_inference(): this torch build has no MKL packed GEMM "
+                f"(torch {torch.__version__}); the model runs unpacked",
+                stacklevel=2,
+            )
+            return self
+        layers = [
+            module
+            for owner in self.modules()
+            if isinstance(owner, (BertEncoder, BertPooler))
+            for module in owner.modules()
+            if type(module) is nn.Linear  # not LoRA wrappers, quantized or parallel layers
+        ]
+        packed = sum(_pack(layer) for layer in layers)
+        if layers and not packed:
+            weight = layers[0].weight
+            warnings.warn(
+                "pack_for_inference(): nothing packed: MKL packs fp32 weights on the CPU, "
+                f"these are {weight.dtype} on {weight.device}",
+                stacklevel=2,
+            )
+        return self
+
+    def train(self: M, mode: bool = True) -> M:
+        if mode:  # training changes every weight: free the packed copies now
+            for module in self.modules():
+                _PACKED.pop(module, None)
+        return super().train(mode)
 
     def quantize_dynamic_int8(self) -> nn.Module:
         """An int8 copy for CPU inference (``nn.Linear`` weights in int8, activations
