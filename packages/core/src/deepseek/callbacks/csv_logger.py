@@ -19,8 +19,10 @@ class CSVLogger(Callback):
     """Writes ``epoch, step`` and every metric to ``<save_dir>/metrics.csv``.
 
     A row is logged every ``log_every_n_steps`` optimizer steps (training metrics) and
-    after each validation. The file is rewritten atomically at each epoch end, so it is
-    always a complete CSV; on resume, rows after the restored step are dropped.
+    after each validation. The file is rewritten atomically at each epoch end and with
+    every checkpoint, so it is always a complete CSV and holds every row a resume will not
+    redo; on resume, rows after the restored step are dropped (the resumed run logs them
+    again).
 
     Example:
         >>> from deepseek.callbacks import CSVLogger
@@ -73,6 +75,11 @@ class CSVLogger(Callback):
         self.log(trainer, {k: v for k, v in trainer.metrics.items() if k.startswith(prefix)})
 
     def on_train_epoch_end(self, trainer: Trainer) -> None:
+        self.flush(trainer)
+
+    def on_save_checkpoint(self, trainer: Trainer, path: str) -> None:
+        # A run killed after this checkpoint resumes from it: the rows up to here must be
+        # on disk, or the resumed log has a hole back to the last epoch end.
         self.flush(trainer)
 
     def teardown(self, trainer: Trainer, stage: str) -> None:

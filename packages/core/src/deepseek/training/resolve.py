@@ -13,6 +13,7 @@ from torch import nn
 
 from deepseek import backends
 from deepseek.callbacks.base import Callback
+from deepseek.callbacks.model_checkpoint import ModelCheckpoint
 from deepseek.plugins.registry import registry
 from deepseek.training.precision import Precision
 from deepseek.training.strategy import Strategy
@@ -76,7 +77,10 @@ def resolve_callbacks(callbacks: Iterable[Any]) -> list[Callback]:
                 f"callbacks must be Callback objects, names or {{name: ...}} dicts; "
                 f"got {type(cb).__name__}"
             )
-    return resolved
+    # Checkpoints last (as Lightning orders them): a checkpoint written at a batch end
+    # then holds every other callback's state for that batch (a logger's row, a monitor).
+    saving = [cb for cb in resolved if isinstance(cb, ModelCheckpoint)]
+    return [cb for cb in resolved if not isinstance(cb, ModelCheckpoint)] + saving
 
 
 def resolve_optimizer(

@@ -167,7 +167,9 @@ class Trainer:
         scheduler: an ``LRScheduler`` instance, class or name (built with
             ``scheduler_kwargs``), stepped every optimizer step or every epoch
             (``scheduler_interval="step"|"epoch"``).
-        callbacks: ``Callback`` objects, registry names or ``{"name": ..., **options}``.
+        callbacks: ``Callback`` objects, registry names or ``{"name": ..., **options}``,
+            called in the order given, except that ``ModelCheckpoint``s run after the
+            others (so a checkpoint holds their state for the same step).
         seed: seeds the training run (backend RNGs and the data order) when the Trainer
             is built; seed before building the model to make its initialisation
             reproducible too.
