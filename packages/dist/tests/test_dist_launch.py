@@ -37,10 +37,15 @@ def clean_env(**extra: str) -> dict[str, str]:
 
 
 def deepseek(*args: str, cwd: Path | None = None, timeout: int = 240, **env: str):
+    """``deepseek ARGS`` in a fresh process (see ``run_module``)."""
+    return run_module("deepseek.cli", *args, cwd=cwd, timeout=timeout, **env)
+
+
+def run_module(module: str, *args: str, cwd: Path | None = None, timeout: int = 240, **env: str):
     # Own process group: on a timeout the launcher's workers are killed too, instead of
     # lingering in a collective and disturbing the next launch.
     with subprocess.Popen(
-        [sys.executable, "-m", "deepseek.cli", *args], env=clean_env(**env), cwd=cwd,
+        [sys.executable, "-m", module, *args], env=clean_env(**env), cwd=cwd,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
     ) as proc:  # fmt: skip
         try:
@@ -167,11 +172,17 @@ def test_a_killed_worker_is_restarted_and_the_job_resumes_exactly(tmp_path: Path
         assert torch.equal(runs["kill"]["state"][key], value), key
 
 
-def test_a_restarted_attempt_does_not_see_the_killed_attempts_store_keys(tmp_path: Path) -> None:
+@pytest.mark.parametrize("launcher", ["deepseek.cli launch", "torch.distributed.run --standalone"])
+def test_a_restarted_attempt_does_not_see_the_killed_attempts_store_keys(
+    tmp_path: Path, launcher: str
+) -> None:
     # torchrun's agent serves one store for the whole job; a restarted rank that read the
     # killed attempt's gloo addresses waited forever to connect (1 launch in ~5 hung).
-    proc = deepseek("launch", "--nproc-per-node", "2", "--max-restarts", "1",
-                    str(HERE / "restart_store_worker.py"), str(tmp_path))  # fmt: skip
+    # `deepseek launch` gives every rendezvous round a fresh store; under plain torchrun,
+    # deepseek's init_process_group gives every restart a key prefix of its own.
+    module, *flags = launcher.split()
+    proc = run_module(module, *flags, "--nproc-per-node", "2", "--max-restarts", "1",
+                      str(HERE / "restart_store_worker.py"), str(tmp_path))  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert (tmp_path / "result.txt").read_text() == "attempt=1 stale_key_seen=False sum=3"
 

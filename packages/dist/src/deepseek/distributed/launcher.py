@@ -119,6 +119,11 @@ def run(args: argparse.Namespace) -> int:
         return 2
     nproc = int(command[command.index("--nproc-per-node") + 1])
     os.environ.setdefault("OMP_NUM_THREADS", str(threads_per_process(nproc)))
+    # A fresh store for every rendezvous round, hosted by rank 0 on a new port (torch
+    # before 2.5 did this). The agent's shared store outlives a restart with the killed
+    # attempt's keys in it, so a restarted rank could read a dead peer's gloo or NCCL
+    # address and wait for it forever (pytorch/pytorch#135712, back in torch 2.13).
+    os.environ.setdefault("TORCH_DISABLE_SHARE_RDZV_TCP_STORE", "1")
     if section is not None and section.gpu_ids:
         os.environ.setdefault("CUDA_VISIBLE_DEVICES", ",".join(map(str, section.gpu_ids)))
     if section is not None and section.timeout_s:

@@ -288,8 +288,10 @@ def _attempt_store(env: LaunchEnv, timeout: datetime.timedelta) -> dist.Store:
     The agent keeps one TCPStore server for the whole job and hands the same port to every
     restart, so the keys of a killed attempt (gloo's peer addresses among them) are still
     there: a new rank that reads its peer's stale address waits forever to connect to a
-    dead process. A prefix per attempt (``TORCHELASTIC_RESTART_COUNT``) keeps each attempt
-    to its own keys, on every rank alike.
+    dead process. On one node a prefix per attempt (``TORCHELASTIC_RESTART_COUNT``) keeps
+    each attempt to its own keys. Across nodes the agents count restarts apart (one that
+    restarts for a peer's failure does not count it), so a prefix would split the ranks:
+    there ``deepseek launch`` avoids the shared store instead (a fresh one per rendezvous).
 
     A script that sets ``MASTER_PORT`` itself (the seed's snippet does) points where no
     agent listens: then rank 0 hosts the store there, as without torchrun, instead of
@@ -304,6 +306,8 @@ def _attempt_store(env: LaunchEnv, timeout: datetime.timedelta) -> dist.Store:
         timeout=timeout,
         multi_tenant=host,
     )
+    if os.environ.get("GROUP_WORLD_SIZE", "1") != "1":
+        return store
     attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
     return dist.PrefixStore(f"deepseek/attempt_{attempt}/", store)
 
