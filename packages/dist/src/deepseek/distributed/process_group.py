@@ -9,7 +9,9 @@ device, a default timeout, and reading SLURM's variables the way Lightning does.
 
 from __future__ import annotations
 
+import atexit
 import datetime
+import functools
 import os
 import re
 import socket
@@ -255,6 +257,7 @@ def init_process_group(
         )
     if "timeout" not in kwargs:
         kwargs["timeout"] = resolve_timeout(timeout_s)
+    _destroy_at_exit()
     if "init_method" in kwargs or "store" in kwargs:
         dist.init_process_group(name, **kwargs)
         return name
@@ -280,6 +283,23 @@ def init_process_group(
             f"another MASTER_ADDR/MASTER_PORT). Cause: {exc}"
         ) from exc
     return name
+
+
+@functools.cache  # one hook per process, however often a group is joined
+def _destroy_at_exit() -> None:
+    """Destroy the default group when the interpreter exits, if the script did not.
+
+    Left to interpreter shutdown, gloo's threads can be torn down while still joinable
+    after a peer has closed its sockets: the process then aborts ("terminate called
+    without an active exception", exit -6) although the job finished (2 runs in 40 of a
+    2-rank script here, 0 in 60 with this hook). Destroying the group first joins them.
+    """
+    atexit.register(_destroy_if_initialized)
+
+
+def _destroy_if_initialized() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def _attempt_store(env: LaunchEnv, timeout: datetime.timedelta) -> dist.Store:
