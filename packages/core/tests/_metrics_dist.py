@@ -4,6 +4,7 @@ spawned processes start faster)."""
 from __future__ import annotations
 
 import os
+import time
 
 import torch
 
@@ -45,3 +46,6 @@ def ranks(rank: int, world: int, port: int, out: dict) -> None:
             out.update(values=[g[0] for g in gathered], shards=[g[1:] for g in gathered])
     finally:
         dist.destroy_process_group()
+        # gloo's threads still release the last collective's tensors (taking the GIL):
+        # let them before the interpreter finalizes, or the process may abort (exit -6).
+        time.sleep(0.1)

@@ -328,9 +328,10 @@ def test_section_options_reach_the_strategy() -> None:
 
 
 def test_a_group_left_open_is_destroyed_before_the_interpreter_exits(tmp_path: Path) -> None:
-    # Left to interpreter shutdown, gloo's threads could abort the process after a peer
-    # closed its sockets ("terminate called without an active exception", 2 runs in 40 of
-    # a 2-rank job). atexit runs its hooks last-registered first, so a hook registered
+    # A gloo thread that takes the GIL to release a tensor once finalization has begun
+    # aborts the process ("terminate called without an active exception", ~1 run in 20 of
+    # a 2-rank job): deepseek's atexit hook destroys the group and lets those threads
+    # finish first. atexit runs its hooks last-registered first, so a hook registered
     # before the group is joined sees what deepseek's hook left.
     script = tmp_path / "left_open.py"
     script.write_text(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import io
+import time
 from datetime import timedelta
 
 import torch
@@ -62,6 +63,9 @@ def run(rank: int, world: int, port: int, check: str) -> None:
         dist.barrier()  # both ranks done before gloo is torn down (see moe_ep_worker)
     finally:
         dist.destroy_process_group()
+        # gloo's threads still release the last collective's tensors (taking the GIL):
+        # let them before the interpreter finalizes, or the process may abort (exit -6).
+        time.sleep(0.1)
 
 
 def batches(world: int) -> list[tuple[torch.Tensor, torch.Tensor]]:

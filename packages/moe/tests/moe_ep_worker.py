@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import time
 
 import torch
 import torch.distributed as dist
@@ -23,6 +24,9 @@ def layer_worker(rank: int, world: int, port: int, cases: list[dict]) -> None:
         dist.barrier()
     finally:
         dist.destroy_process_group()
+        # gloo's threads still release the last collective's tensors (taking the GIL):
+        # let them before the interpreter finalizes, or the process may abort (exit -6).
+        time.sleep(0.1)
 
 
 def check_layer(rank: int, world: int, options: dict) -> None:
