@@ -79,8 +79,7 @@ def resolve_callbacks(callbacks: Iterable[Any]) -> list[Callback]:
             )
     # Checkpoints last (as Lightning orders them): a checkpoint written at a batch end
     # then holds every other callback's state for that batch (a logger's row, a monitor).
-    saving = [cb for cb in resolved if isinstance(cb, ModelCheckpoint)]
-    return [cb for cb in resolved if not isinstance(cb, ModelCheckpoint)] + saving
+    return sorted(resolved, key=lambda cb: isinstance(cb, ModelCheckpoint))  # stable
 
 
 def resolve_optimizer(

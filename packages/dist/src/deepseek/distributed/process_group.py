@@ -258,7 +258,7 @@ def init_process_group(
         )
     if "timeout" not in kwargs:
         kwargs["timeout"] = resolve_timeout(timeout_s)
-    _destroy_at_exit()
+    _register_exit_hook()
     if "init_method" in kwargs or "store" in kwargs:
         dist.init_process_group(name, **kwargs)
         return name
@@ -287,7 +287,7 @@ def init_process_group(
 
 
 @functools.cache  # one hook per process, however often a group is joined
-def _destroy_at_exit() -> None:
+def _register_exit_hook() -> None:
     """Let gloo finish with Python before the interpreter is finalized.
 
     After a collective's ``wait()`` returns, gloo's worker thread still drops its own

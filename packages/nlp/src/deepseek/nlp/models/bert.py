@@ -496,12 +496,14 @@ def linear(layer: nn.Linear, x: torch.Tensor) -> torch.Tensor:
     """``layer(x)``; through the weight MKL packed for it when ``pack_for_inference()``
     packed ``layer``, autograd and autocast are off, and the weight is still the one packed
     (the same numbers as ``F.linear``; anything else takes ``layer(x)``)."""
-    if not torch.compiler.is_compiling() and not torch.is_grad_enabled():
+    # Cheapest tests first: an unpacked model in eval pays one empty-dict check per layer.
+    if not torch.compiler.is_compiling() and _PACKED and not torch.is_grad_enabled():
         packed = _PACKED.get(layer)
+        if packed is None:
+            return layer(x)
         rows = x.numel() // x.shape[-1] if x.dim() and x.shape[-1] else 0
         if (
-            packed is not None
-            and 0 < rows <= PACKED_MAX_ROWS
+            0 < rows <= PACKED_MAX_ROWS
             and x.device.type == "cpu"
             and x.dtype == torch.float32
             and packed.matches(layer.weight)
@@ -818,7 +820,7 @@ class BertPreTrainedModel(nn.Module):
         return self
 
     def train(self: M, mode: bool = True) -> M:
-        if mode:  # training changes every weight: free the packed copies now
+        if mode and _PACKED:  # training changes every weight: free the packed copies now
             for module in self.modules():
                 _PACKED.pop(module, None)
         return super().train(mode)
